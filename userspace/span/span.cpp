@@ -1,0 +1,20 @@
+#include "span/span.h"
+
+namespace edgetrace {
+namespace {
+template <std::size_t N>
+std::string hex(const std::array<std::uint8_t, N>& bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out(N * 2, '0');
+  for (std::size_t i = 0; i < N; ++i) {
+    out[2 * i] = digits[bytes[i] >> 4];
+    out[2 * i + 1] = digits[bytes[i] & 0xf];
+  }
+  return out;
+}
+}  // namespace
+
+std::string to_hex(const TraceId& id) { return hex(id); }
+std::string to_hex(const SpanId& id) { return hex(id); }
+
+}  // namespace edgetrace

@@ -1,0 +1,81 @@
+// The span model every userspace stage shares: the stitcher produces it, tail sampling
+// decides on it, the OTLP encoder maps it field for field onto opentelemetry.proto.trace.v1.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace edgetrace {
+
+using TraceId = std::array<std::uint8_t, 16>;
+using SpanId = std::array<std::uint8_t, 8>;
+
+// Values equal OTLP's Span.SpanKind so the encoder can cast.
+enum class SpanKind : std::uint8_t { Unspecified = 0, Internal = 1, Server = 2, Client = 3, Producer = 4, Consumer = 5 };
+
+// Values equal OTLP's Status.StatusCode.
+enum class StatusCode : std::uint8_t { Unset = 0, Ok = 1, Error = 2 };
+
+using AttributeValue = std::variant<std::string, std::int64_t, double, bool>;
+
+struct Attribute {
+  std::string key;
+  AttributeValue value;
+};
+
+using Attributes = std::vector<Attribute>;
+
+// One per traced process; spans hold it by shared pointer so batches can group by identity.
+struct Resource {
+  Attributes attributes;
+  std::uint32_t pid = 0;
+};
+
+struct Span {
+  TraceId trace_id{};
+  SpanId span_id{};
+  SpanId parent_span_id{};  // all zero for a root span
+  std::string trace_state;  // W3C tracestate, kept verbatim
+  std::uint8_t trace_flags = 1;  // W3C flags; bit 0 = sampled
+
+  std::string name;
+  SpanKind kind = SpanKind::Unspecified;
+  std::uint64_t start_unix_nanos = 0;
+  std::uint64_t end_unix_nanos = 0;
+  StatusCode status = StatusCode::Unset;
+  std::string status_message;
+  Attributes attributes;
+  std::shared_ptr<const Resource> resource;
+
+  [[nodiscard]] bool is_root() const { return parent_span_id == SpanId{}; }
+  [[nodiscard]] std::uint64_t duration_nanos() const {
+    return end_unix_nanos > start_unix_nanos ? end_unix_nanos - start_unix_nanos : 0;
+  }
+  [[nodiscard]] const AttributeValue* find_attribute(std::string_view key) const {
+    for (const auto& a : attributes)
+      if (a.key == key) return &a.value;
+    return nullptr;
+  }
+};
+
+using SpanBatch = std::vector<Span>;
+
+// A stage that takes spans. Called from one thread (the pipeline's consumer thread) unless
+// the implementation says otherwise, so implementations need no locks on this path.
+class SpanSink {
+ public:
+  virtual ~SpanSink() = default;
+  virtual void consume(SpanBatch spans) = 0;
+  // Push out anything buffered (called on a timer and at shutdown).
+  virtual void flush() {}
+};
+
+std::string to_hex(const TraceId& id);
+std::string to_hex(const SpanId& id);
+
+}  // namespace edgetrace
