@@ -452,14 +452,10 @@ void send_udp_to_loopback() {
   ::sendto(sender.get(), kPayload, sizeof(kPayload), 0, reinterpret_cast<sockaddr*>(&address), sizeof(address));
 }
 
-// Runs on its own thread inside a fresh network namespace: the host's lo never sees a filter
-// or qdisc from us, and the namespace vanishes with the thread.
-HookCheck check_tc_in_private_netns() {
+// Attaches a counting filter to lo's clsact ingress, makes a packet cross it, then removes
+// exactly that filter, and the clsact qdisc only if this call created it.
+HookCheck attach_tc_on_loopback(const std::string& where, std::uint32_t handle, std::uint32_t priority) {
   constexpr Hook hook = Hook::Tc;
-  if (::unshare(CLONE_NEWNET) != 0)
-    return refused(hook, "cannot create a private network namespace to test TC in: " + errno_text(errno));
-  std::string error;
-  if (!bring_loopback_up(error)) return refused(hook, error);
   FireCounter counter;
   if (!counter.valid()) return refused(hook, counter.error());
   const auto insns = counter.program(0);  // TC_ACT_OK
@@ -472,22 +468,49 @@ HookCheck check_tc_in_private_netns() {
   tc_hook.attach_point = BPF_TC_INGRESS;
   const int created = bpf_tc_hook_create(&tc_hook);
   if (created != 0 && created != -EEXIST) return refused(hook, "clsact qdisc refused: " + errno_text(-created));
+  struct DestroyCreatedHook {
+    bpf_tc_hook* hook;
+    bool created;
+    ~DestroyCreatedHook() {
+      if (!created) return;
+      hook->attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      bpf_tc_hook_destroy(hook);
+    }
+  } destroy_created_hook{&tc_hook, created == 0};
+
   bpf_tc_opts opts{};
   opts.sz = sizeof(opts);
   opts.prog_fd = program.fd.get();
-  opts.handle = 1;
-  opts.priority = 1;
+  opts.handle = handle;
+  opts.priority = priority;
   const int attached = bpf_tc_attach(&tc_hook, &opts);
   if (attached != 0) return refused(hook, "tc filter on lo ingress refused: " + errno_text(-attached));
-  auto check = judge_firing(hook, counter, "clsact ingress of lo in a private network namespace",
-                            send_udp_to_loopback);
-  opts.prog_fd = 0;
-  opts.prog_id = 0;
-  opts.flags = 0;
-  bpf_tc_detach(&tc_hook, &opts);
-  tc_hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-  bpf_tc_hook_destroy(&tc_hook);
+  auto check = judge_firing(hook, counter, "clsact ingress of lo " + where, send_udp_to_loopback);
+  bpf_tc_opts detach{};
+  detach.sz = sizeof(detach);
+  detach.handle = handle;
+  detach.priority = priority;
+  if (const int detached = bpf_tc_detach(&tc_hook, &detach); detached != 0)
+    spdlog::warn("could not remove the doctor's tc filter (lo ingress, handle {:#x}, priority {}): {}", handle,
+                 priority, errno_text(-detached));
   return check;
+}
+
+// Runs on its own thread inside a fresh network namespace: the host's lo never sees a filter
+// or qdisc from us, and the namespace vanishes with the thread. Without CAP_SYS_ADMIN there
+// is no private namespace; then the check uses the host's lo with a filter only it owns.
+HookCheck check_tc_in_private_netns() {
+  if (::unshare(CLONE_NEWNET) != 0) {
+    const int error = errno;
+    if (error != EPERM)
+      return refused(Hook::Tc, "cannot create a private network namespace to test TC in: " + errno_text(error));
+    constexpr std::uint32_t kHostPriority = 0xED00;
+    return attach_tc_on_loopback("in the host namespace",
+                                 0xED000000u | (static_cast<std::uint32_t>(::getpid()) & 0xFFFFFFu), kHostPriority);
+  }
+  std::string error;
+  if (!bring_loopback_up(error)) return refused(Hook::Tc, error);
+  return attach_tc_on_loopback("in a private network namespace", 1, 1);
 }
 
 HookCheck check_tc() {

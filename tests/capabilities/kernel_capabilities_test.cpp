@@ -4,6 +4,7 @@
 #include "capabilities/kernel_capabilities.h"
 
 #include <bpf/bpf.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
@@ -15,6 +16,8 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <chrono>
@@ -258,50 +261,78 @@ TEST(RunDoctor, ReportsEverythingAndSucceedsAsRoot) {
     EXPECT_NE(report.find(std::string(hook_name(static_cast<Hook>(hook)))), std::string::npos) << report;
 }
 
+std::string command_output(const std::string& command) {
+  std::string output;
+  std::unique_ptr<FILE, decltype(&::pclose)> pipe(::popen(command.c_str(), "r"), &::pclose);
+  if (!pipe) return output;
+  std::array<char, 4096> buffer{};
+  while (const auto n = std::fread(buffer.data(), 1, buffer.size(), pipe.get())) output.append(buffer.data(), n);
+  return output;
+}
+
 struct ChildResult {
   int exit_code = -1;
   std::string output;
 };
 
-// Runs run_doctor in a child that gave up root and every capability.
-ChildResult run_doctor_unprivileged() {
+constexpr int kChildSetupFailed = 100;
+
+bool set_effective_capabilities(std::initializer_list<int> capabilities) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> data{};
+  for (const int capability : capabilities) {
+    data[CAP_TO_INDEX(capability)].effective |= CAP_TO_MASK(capability);
+    data[CAP_TO_INDEX(capability)].permitted |= CAP_TO_MASK(capability);
+  }
+  return ::syscall(SYS_capset, &header, data.data()) == 0;
+}
+
+// Forks; the child drops privileges with `drop` (exiting kChildSetupFailed if that fails),
+// runs `body` and sends what it printed back through a pipe.
+ChildResult run_in_child(const std::function<bool()>& drop, const std::function<int(std::ostream&)>& body) {
   std::array<int, 2> pipe_fds{};
-  if (::pipe(pipe_fds.data()) != 0) throw std::runtime_error("pipe failed");
+  if (::pipe2(pipe_fds.data(), O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
   const pid_t child = ::fork();
   if (child < 0) throw std::runtime_error("fork failed");
   if (child == 0) {
-    ::close(pipe_fds[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(100);
-    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3]{};
-    if (::syscall(SYS_capset, &header, none) != 0) ::_exit(101);
+    read_end.reset();
+    if (!drop()) ::_exit(kChildSetupFailed);
     std::ostringstream out;
-    const int code = run_doctor(out);
+    const int code = body(out);
     const auto text = out.str();
     std::size_t written = 0;
     while (written < text.size()) {
-      const auto n = ::write(pipe_fds[1], text.data() + written, text.size() - written);
-      if (n <= 0) ::_exit(102);
+      const auto n = ::write(write_end.get(), text.data() + written, text.size() - written);
+      if (n <= 0) ::_exit(kChildSetupFailed + 2);
       written += static_cast<std::size_t>(n);
     }
     ::_exit(code);
   }
-  ::close(pipe_fds[1]);
+  write_end.reset();
   ChildResult result;
   std::array<char, 4096> buffer{};
   ssize_t n = 0;
-  while ((n = ::read(pipe_fds[0], buffer.data(), buffer.size())) > 0) result.output.append(buffer.data(), n);
-  ::close(pipe_fds[0]);
+  while ((n = ::read(read_end.get(), buffer.data(), buffer.size())) > 0) result.output.append(buffer.data(), n);
   int status = 0;
-  ::waitpid(child, &status, 0);
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
 }
 
+// setuid away from root clears every capability; capset makes sure of it.
+bool become_nobody() {
+  return ::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0 && set_effective_capabilities({});
+}
+
+ChildResult run_doctor_unprivileged() { return run_in_child(become_nobody, run_doctor); }
+
 TEST(RunDoctor, FailsWithOneSentenceWithoutPrivileges) {
   ASSERT_EQ(::geteuid(), 0u) << "needs root to drop it";
   const auto result = run_doctor_unprivileged();
-  ASSERT_LT(result.exit_code, 100) << "the child could not drop privileges";
+  ASSERT_NE(result.exit_code, kChildSetupFailed) << "the child could not drop privileges";
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_NE(result.output.find("verdict: edgetrace cannot run here."), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("edgetrace needs root or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, but runs as uid 65534"),
@@ -311,6 +342,28 @@ TEST(RunDoctor, FailsWithOneSentenceWithoutPrivileges) {
   EXPECT_EQ(result.output.find("ring buffer (needs"), std::string::npos) << result.output;
   // And the hook table shows why each check failed.
   EXPECT_NE(result.output.find("Operation not permitted"), std::string::npos) << result.output;
+}
+
+// A non-root deployment: uid 0 kept, but only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN. No
+// private network namespace then, so the TC check must use the host's lo and clean up.
+TEST(ProbeKernelCapabilities, WorksWithBpfCapabilitiesOnly) {
+  ASSERT_EQ(::geteuid(), 0u);
+  const auto result = run_in_child([] { return set_effective_capabilities({CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN}); },
+                                   [](std::ostream& out) {
+                                     const auto capabilities = probe_kernel_capabilities();
+                                     print_report(capabilities, out);
+                                     return capabilities.ready() ? 0 : 1;
+                                   });
+  ASSERT_NE(result.exit_code, kChildSetupFailed) << "the child could not drop capabilities";
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("effective capabilities: CAP_BPF CAP_PERFMON CAP_NET_ADMIN"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("attached to raw tracepoint sys_enter and fired"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("attached to clsact ingress of lo in the host namespace and fired"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("a record written on sys_enter was read back"), std::string::npos) << result.output;
+  const auto filters = command_output("tc filter show dev lo ingress 2>&1");
+  EXPECT_EQ(filters.find(std::string(kProbeObjectPrefix)), std::string::npos) << filters;
 }
 
 // Our programs and maps carry this prefix; nothing else on the system uses it.
@@ -357,15 +410,6 @@ std::vector<std::string> leftover_paths(const std::string& cgroup_root) {
         found.push_back("pinned " + entry.path().string());
   }
   return found;
-}
-
-std::string command_output(const std::string& command) {
-  std::string output;
-  std::unique_ptr<FILE, decltype(&::pclose)> pipe(::popen(command.c_str(), "r"), &::pclose);
-  if (!pipe) return output;
-  std::array<char, 4096> buffer{};
-  while (const auto n = std::fread(buffer.data(), 1, buffer.size(), pipe.get())) output.append(buffer.data(), n);
-  return output;
 }
 
 TEST(ProbeKernelCapabilities, LeavesNothingBehind) {
