@@ -11,6 +11,12 @@ ExportCounters::Snapshot ExportCounters::snapshot() const {
                   encoded_bytes.load()};
 }
 
+void ExportCounters::reset() {
+  for (auto* c : {&exported_spans, &exported_batches, &failed_spans, &failed_batches, &retries, &dropped_spans,
+                  &rejected_spans, &encoded_spans, &encoded_bytes})
+    c->store(0);
+}
+
 std::string format_status_line(const ExportCounters::Snapshot& c, const QueueStats& q) {
   return fmt::format(
       "otlp: exported={} spans/{} batches failed={} spans/{} batches retried={} dropped={} rejected={} "

@@ -29,6 +29,7 @@ struct ExportCounters {
         rejected_spans, encoded_spans, encoded_bytes;
   };
   [[nodiscard]] Snapshot snapshot() const;
+  void reset();
 };
 
 // "otlp: exported=… failed=… retried=… dropped=… rejected=… queue=…b/…spans/…B oldest=…ms"

@@ -20,6 +20,7 @@ GrpcSender::Target GrpcSender::parse_target(const std::string& endpoint, bool in
       if (std::tolower(static_cast<unsigned char>(rest[i])) != p[i]) return false;
     return true;
   };
+  bool url = true;
   if (lower_prefix("https://")) {
     rest.erase(0, 8);
     t.secure = true;
@@ -27,10 +28,12 @@ GrpcSender::Target GrpcSender::parse_target(const std::string& endpoint, bool in
     rest.erase(0, 7);
     t.secure = false;
   } else {
+    // Any other form (host:port, dns:///host:port, unix:…) goes to gRPC's resolver untouched.
+    url = false;
     t.secure = !insecure;
   }
   // A gRPC target has no path; a URL-style endpoint may carry a trailing "/".
-  if (endpoint.find("://") != std::string::npos) {
+  if (url) {
     if (auto slash = rest.find('/'); slash != std::string::npos) rest.erase(slash);
   }
   t.authority = rest;
