@@ -96,12 +96,28 @@ std::vector<std::string> find_missing_requirements(const KernelFacts& facts, con
   return missing;
 }
 
+std::vector<std::string> find_warnings(const KernelFacts& facts, const CapturePath& path) {
+  std::vector<std::string> warnings;
+  if (path.syscall_capture == SyscallCapture::SyscallTracepoint && facts.tracefs_mount.empty())
+    warnings.push_back(
+        "tracefs is not mounted; attaching syscall tracepoints needs it "
+        "(mount -t tracefs tracefs /sys/kernel/tracing).");
+  if (facts.lockdown == "unknown")
+    warnings.push_back("The kernel lockdown mode could not be read (" + facts.lockdown_detail + ").");
+  if (facts.cgroup_v1_net_controllers)
+    warnings.push_back(
+        "A cgroup v1 net_cls/net_prio hierarchy is mounted; using it makes the kernel stop running "
+        "cgroup2 socket programs (sockops, cgroup_skb).");
+  return warnings;
+}
+
 KernelCapabilities probe_kernel_capabilities() {
   KernelCapabilities capabilities;
   capabilities.facts = read_kernel_facts();
   capabilities.hooks = probe_hooks(capabilities.facts);
   capabilities.capture_path = choose_capture_path(capabilities.hooks);
   capabilities.missing_requirements = find_missing_requirements(capabilities.facts, capabilities.hooks);
+  capabilities.warnings = find_warnings(capabilities.facts, capabilities.capture_path);
   return capabilities;
 }
 
@@ -156,6 +172,7 @@ void print_report(const KernelCapabilities& capabilities, std::ostream& out) {
   out << fmt::format("  {:<22} {}\n", "library uprobes", yes_no(path.uprobes));
 
   out << "\n";
+  for (const auto& warning : capabilities.warnings) out << "warning: " << warning << "\n";
   if (capabilities.ready()) {
     out << "verdict: edgetrace can run here.\n";
     return;

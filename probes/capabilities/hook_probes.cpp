@@ -159,7 +159,11 @@ HookCheck check_syscall_tracepoint(const KernelFacts& facts) {
     return refused(hook, "no syscalls:sys_enter_getppid in tracefs (kernel without CONFIG_FTRACE_SYSCALLS?)");
   perf_event_attr attr{};
   attr.type = PERF_TYPE_TRACEPOINT;
-  attr.config = std::stoull(*id_text);
+  try {
+    attr.config = std::stoull(*id_text);
+  } catch (const std::exception&) {
+    return refused(hook, "unreadable tracepoint id in tracefs: " + trim(*id_text));
+  }
   const auto event = open_perf_event(attr);
   return check_perf_program(hook, BPF_PROG_TYPE_TRACEPOINT, "et_caps_tp", event, "syscalls:sys_enter_getppid",
                             trigger_syscalls);
@@ -255,15 +259,21 @@ std::optional<CodeLocation> locate_code(std::uintptr_t address, std::string& err
     std::getline(fields, path);
     const auto dash = range.find('-');
     if (dash == std::string::npos) continue;
-    const auto start = std::stoull(range.substr(0, dash), nullptr, 16);
-    const auto end = std::stoull(range.substr(dash + 1), nullptr, 16);
+    std::uint64_t start = 0, end = 0, file_offset = 0;
+    try {
+      start = std::stoull(range.substr(0, dash), nullptr, 16);
+      end = std::stoull(range.substr(dash + 1), nullptr, 16);
+      file_offset = std::stoull(offset, nullptr, 16);
+    } catch (const std::exception&) {
+      continue;
+    }
     if (address < start || address >= end) continue;
     path = trim(path);
     if (path.empty() || path.front() != '/' || path.ends_with("(deleted)")) {
       error = "the probe target is not in a file-backed mapping (" + path + ")";
       return std::nullopt;
     }
-    return CodeLocation{path, address - start + std::stoull(offset, nullptr, 16)};
+    return CodeLocation{path, address - start + file_offset};
   }
   error = "the probe target is not in /proc/self/maps";
   return std::nullopt;

@@ -19,6 +19,9 @@ struct KernelFacts {
   std::string lockdown_detail;
   std::string cgroup2_mount;  // empty when no cgroup2 is mounted
   bool cgroup2_hybrid = false;  // cgroup2 sits beside v1 controllers (e.g. /sys/fs/cgroup/unified)
+  // A v1 net_cls/net_prio hierarchy: once used, the kernel stops matching sockets to cgroup2,
+  // which silences sockops and cgroup_skb programs.
+  bool cgroup_v1_net_controllers = false;
   std::string tracefs_mount;  // empty when tracefs is not mounted anywhere
   unsigned uid = 0;
   bool cap_sys_admin = false;
@@ -83,6 +86,8 @@ struct KernelCapabilities {
   CapturePath capture_path;
   // One sentence per missing requirement; empty means the agent can run.
   std::vector<std::string> missing_requirements;
+  // Things that do not stop the agent but an operator should know (one sentence each).
+  std::vector<std::string> warnings;
 
   [[nodiscard]] const HookCheck* find(Hook hook) const;
   [[nodiscard]] bool supports(Hook hook) const;
@@ -96,6 +101,7 @@ std::vector<HookCheck> probe_hooks(const KernelFacts& facts);
 CapturePath choose_capture_path(const std::vector<HookCheck>& hooks);
 std::vector<std::string> find_missing_requirements(const KernelFacts& facts,
                                                    const std::vector<HookCheck>& hooks);
+std::vector<std::string> find_warnings(const KernelFacts& facts, const CapturePath& path);
 
 // Everything above, for the agent's start-up.
 KernelCapabilities probe_kernel_capabilities();

@@ -59,7 +59,12 @@ void read_mount_facts(KernelFacts& facts) {
   const auto mounts = read_mounts();
   bool cgroup_v1_present = false;
   for (const auto& mount : mounts) {
-    if (mount.fstype == "cgroup") cgroup_v1_present = true;
+    if (mount.fstype == "cgroup") {
+      cgroup_v1_present = true;
+      for (const char* controller : {",net_cls", ",net_prio"})
+        if ((mount.super_options + ",").find(std::string(controller) + ",") != std::string::npos)
+          facts.cgroup_v1_net_controllers = true;
+    }
     // The first cgroup2 mount wins; hybrid systems mount it at /sys/fs/cgroup/unified.
     if (mount.fstype == "cgroup2" && facts.cgroup2_mount.empty()) facts.cgroup2_mount = mount.mount_point;
     if (mount.fstype == "tracefs" && (facts.tracefs_mount.empty() || mount.mount_point == "/sys/kernel/tracing"))

@@ -85,7 +85,8 @@ std::vector<MountEntry> parse_mountinfo(std::string_view mountinfo) {
     std::size_t separator = 6;
     while (separator < fields.size() && fields[separator] != "-") ++separator;
     if (separator + 1 >= fields.size()) continue;
-    mounts.push_back({unescape_mount_field(fields[4]), std::string(fields[separator + 1])});
+    mounts.push_back({unescape_mount_field(fields[4]), std::string(fields[separator + 1]),
+                      separator + 3 < fields.size() ? std::string(fields[separator + 3]) : std::string()});
   }
   return mounts;
 }

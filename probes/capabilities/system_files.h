@@ -15,6 +15,7 @@ std::string errno_text(int error_number);
 struct MountEntry {
   std::string mount_point;
   std::string fstype;
+  std::string super_options;  // e.g. "rw,net_cls,net_prio" for a cgroup v1 hierarchy
 };
 
 // /proc/self/mountinfo, with octal escapes (\040 for space) decoded.

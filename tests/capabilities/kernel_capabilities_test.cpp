@@ -87,6 +87,9 @@ TEST_F(KernelCapabilitiesTest, FactsMatchTheSystem) {
   EXPECT_TRUE(facts.has_bpf_privileges());
   EXPECT_EQ(facts.kprobe_pmu, path_exists("/sys/bus/event_source/devices/kprobe"));
   EXPECT_EQ(facts.uprobe_pmu, path_exists("/sys/bus/event_source/devices/uprobe"));
+  EXPECT_EQ(facts.cgroup_v1_net_controllers, path_exists("/sys/fs/cgroup/net_cls/cgroup.procs") ||
+                                                 path_exists("/sys/fs/cgroup/net_prio/cgroup.procs") ||
+                                                 path_exists("/sys/fs/cgroup/net_cls,net_prio/cgroup.procs"));
   ASSERT_TRUE(facts.bpf_stats_enabled.has_value());
   std::ifstream stats("/proc/sys/kernel/bpf_stats_enabled");
   int stats_value = -1;
@@ -247,6 +250,31 @@ TEST(FindMissingRequirements, MissingPrivilegesIsTheOnlySentence) {
   ASSERT_EQ(missing.size(), 1u);
   EXPECT_NE(missing[0].find("needs root or CAP_BPF"), std::string::npos) << missing[0];
   EXPECT_NE(missing[0].find("uid 1000"), std::string::npos) << missing[0];
+}
+
+TEST(FindWarnings, NamesTracefsLockdownAndNetControllers) {
+  KernelFacts facts = privileged_facts();
+  facts.lockdown = "integrity";
+  CapturePath tracepoints;
+  tracepoints.syscall_capture = SyscallCapture::SyscallTracepoint;
+  facts.tracefs_mount = "/sys/kernel/tracing";
+  EXPECT_TRUE(find_warnings(facts, tracepoints).empty());
+
+  facts.tracefs_mount.clear();
+  facts.lockdown = "unknown";
+  facts.lockdown_detail = "securityfs is not mounted";
+  facts.cgroup_v1_net_controllers = true;
+  const auto warnings = find_warnings(facts, tracepoints);
+  ASSERT_EQ(warnings.size(), 3u);
+  EXPECT_NE(warnings[0].find("tracefs is not mounted"), std::string::npos);
+  EXPECT_NE(warnings[1].find("securityfs is not mounted"), std::string::npos);
+  EXPECT_NE(warnings[2].find("net_cls/net_prio"), std::string::npos);
+
+  CapturePath fentry;
+  fentry.syscall_capture = SyscallCapture::Fentry;
+  facts.lockdown = "none";
+  facts.cgroup_v1_net_controllers = false;
+  EXPECT_TRUE(find_warnings(facts, fentry).empty()) << "fentry does not need tracefs";
 }
 
 TEST(RunDoctor, ReportsEverythingAndSucceedsAsRoot) {

@@ -18,15 +18,18 @@ TEST(ParseMountinfo, FindsFstypeAfterOptionalFieldsAndDecodesEscapes) {
       "31 23 0:28 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755\n"
       "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:10 master:3 - cgroup2 cgroup2 rw\n"
       "50 23 0:40 / /mnt/with\\040space rw - tracefs tracefs rw\n"
+      "35 31 0:32 / /sys/fs/cgroup/net_cls rw - cgroup cgroup rw,net_cls,net_prio\n"
       "garbage line\n";
   const auto mounts = parse_mountinfo(mountinfo);
-  ASSERT_EQ(mounts.size(), 3u);
+  ASSERT_EQ(mounts.size(), 4u);
   EXPECT_EQ(mounts[0].mount_point, "/sys/fs/cgroup");
   EXPECT_EQ(mounts[0].fstype, "tmpfs");
   EXPECT_EQ(mounts[1].mount_point, "/sys/fs/cgroup/unified");
   EXPECT_EQ(mounts[1].fstype, "cgroup2");
+  EXPECT_EQ(mounts[1].super_options, "rw");
   EXPECT_EQ(mounts[2].mount_point, "/mnt/with space");
   EXPECT_EQ(mounts[2].fstype, "tracefs");
+  EXPECT_EQ(mounts[3].super_options, "rw,net_cls,net_prio");
 }
 
 TEST(ParseMountinfo, RealMountTableHasRoot) {
