@@ -1,0 +1,102 @@
+/* Definitions shared by the kernel programs and userspace. This is the only header both
+ * sides include, so a layout change here is a change to both. Plain C, fixed-width types,
+ * no padding surprises: every struct is laid out by hand in 8-byte groups. */
+#ifndef EDGETRACE_SHARED_H
+#define EDGETRACE_SHARED_H
+
+#ifdef __BPF__
+/* vmlinux.h provides the __u* types in the kernel build. */
+#else
+#include <linux/types.h>
+#endif
+
+/* Upper bound on the captured prefix of each side of an exchange; the runtime value
+ * (config `capture_bytes`, default 512) is any power of two up to this. */
+#define ET_MAX_CAPTURE 1024
+#define ET_DEFAULT_CAPTURE 512
+
+/* Opt-in cgroups may sit at any of these hierarchy levels (1 = child of the root). */
+#define ET_MAX_CGROUP_LEVEL 16
+
+enum et_record_type {
+  ET_RECORD_HTTP1_EXCHANGE = 1,
+};
+
+enum et_role {
+  ET_ROLE_UNKNOWN = 0,
+  ET_ROLE_SERVER = 1,
+  ET_ROLE_CLIENT = 2,
+};
+
+/* Flags on an exchange record. */
+enum et_exchange_flags {
+  /* Responses of pipelined requests: this record continues the previous exchange on the
+   * same connection, whose captured request bytes also hold this exchange's request. */
+  ET_EXCHANGE_PIPELINED = 1 << 0,
+  /* The connection closed before a response was seen. */
+  ET_EXCHANGE_NO_RESPONSE = 1 << 1,
+  /* Emitted because the connection closed (rather than by the next request or read). */
+  ET_EXCHANGE_CLOSED = 1 << 2,
+  /* The connection was first seen mid-stream (open before the agent started). */
+  ET_EXCHANGE_JOINED_MIDSTREAM = 1 << 3,
+  /* The kernel found a valid incoming traceparent in the captured request head. */
+  ET_EXCHANGE_HAS_PARENT = 1 << 4,
+};
+
+/* Counters in the per-CPU `et_stats` array; userspace sums them across CPUs. */
+enum et_stat {
+  ET_STAT_EXCHANGES_EMITTED = 0,
+  ET_STAT_RINGBUF_DROPS = 1,      /* ring buffer full: the exchange was lost and counted */
+  ET_STAT_UNSAMPLED = 2,          /* head sampling said no: counted, never sent */
+  ET_STAT_NON_HTTP_CONNECTIONS = 3,
+  ET_STAT_CONN_TABLE_FULL = 4,    /* connection state could not be stored */
+  ET_STAT_CAPTURE_FAULTS = 5,     /* user memory could not be read */
+  ET_STAT_COUNT = 6,
+};
+
+/* One HTTP/1.x request paired with its response on one connection: the whole unit the
+ * kernel sends to userspace. `data` holds the request prefix in [0, capture) followed by the
+ * response prefix in [capture, 2*capture); the record is sent trimmed to that size. */
+struct et_http_exchange {
+  __u32 record_type;  /* enum et_record_type */
+  __u32 flags;        /* enum et_exchange_flags */
+  __u64 connection_id;
+  __u32 tgid;
+  __u32 tid;          /* thread that read the request (server) or wrote it (client) */
+  __u32 fd;
+  __u32 sequence;     /* exchange number on this connection, from 1 */
+
+  __u8 role;          /* enum et_role */
+  __u8 _pad0;
+  __u16 family;       /* AF_INET or AF_INET6 */
+  __u16 local_port;   /* host byte order */
+  __u16 remote_port;  /* host byte order */
+  __u8 local_addr[16];  /* IPv4 in the first 4 bytes */
+  __u8 remote_addr[16];
+
+  /* CLOCK_MONOTONIC nanoseconds. Server: first request byte read .. last response byte
+   * written. Client: first request byte written .. last response byte read. */
+  __u64 request_start_ns;
+  __u64 request_end_ns;
+  __u64 response_start_ns;
+  __u64 response_end_ns;
+  __u64 request_bytes;   /* bytes seen on the request side */
+  __u64 response_bytes;
+
+  __u16 request_captured;
+  __u16 response_captured;
+  __u16 capture;         /* the runtime capture size (offset of the response prefix) */
+  __u8 trace_flags;      /* W3C flags of this span's context */
+  __u8 _pad1;
+
+  /* Trace context decided in the kernel (zero when userspace must assign ids). */
+  __u8 trace_id[16];
+  __u8 span_id[8];
+  __u8 parent_span_id[8];
+
+  __u8 data[2 * ET_MAX_CAPTURE];
+};
+
+#define ET_EXCHANGE_HEADER_SIZE ((unsigned long)&((struct et_http_exchange *)0)->data)
+
+#endif /* EDGETRACE_SHARED_H */

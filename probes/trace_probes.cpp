@@ -1,0 +1,194 @@
+#include "trace_probes.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "edgetrace.h"
+#include "http_capture.skel.h"
+
+namespace edgetrace {
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
+
+int forward_libbpf_log(enum libbpf_print_level level, const char* format, va_list args) {
+  std::array<char, 2048> line{};
+  std::vsnprintf(line.data(), line.size(), format, args);
+  std::string_view text(line.data());
+  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  if (level == LIBBPF_WARN)
+    spdlog::warn("libbpf: {}", text);
+  else
+    spdlog::debug("libbpf: {}", text);
+  return 0;
+}
+
+bool is_power_of_two(std::uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+struct CgroupIdentity {
+  std::uint64_t id;
+  std::uint32_t level;
+};
+
+CgroupIdentity identify_cgroup(const std::filesystem::path& dir) {
+  const auto mount = cgroup2_mount_point();
+  std::error_code ec;
+  const auto canonical = std::filesystem::canonical(dir, ec);
+  if (ec) throw std::runtime_error("cgroup " + dir.string() + ": " + ec.message());
+  const auto relative = canonical.lexically_relative(mount);
+  if (relative.empty() || *relative.begin() == "..")
+    throw std::runtime_error("cgroup " + dir.string() + " is not under the cgroup v2 mount " + mount.string());
+  std::uint32_t level = 0;
+  for (const auto& part : relative)
+    if (part != ".") ++level;
+  if (level == 0 || level >= ET_MAX_CGROUP_LEVEL)
+    throw std::runtime_error("cgroup " + dir.string() + " must be below the root and at most " +
+                             std::to_string(ET_MAX_CGROUP_LEVEL - 1) + " levels deep");
+  struct stat st {};
+  if (::stat(canonical.c_str(), &st) != 0) throw std::runtime_error("cgroup " + dir.string() + ": " + errno_text(errno));
+  // On cgroup2 (kernfs) a directory's inode number is the cgroup id the BPF helpers return.
+  return {static_cast<std::uint64_t>(st.st_ino), level};
+}
+
+// libbpf finds syscall tracepoint ids under tracefs; minimal hosts boot without it mounted.
+void ensure_tracefs_mounted() {
+  constexpr long tracefs_magic = 0x74726163;
+  constexpr const char* path = "/sys/kernel/tracing";
+  struct statfs fs {};
+  if (::statfs(path, &fs) == 0 && fs.f_type == tracefs_magic) return;
+  if (::access("/sys/kernel/debug/tracing/events", F_OK) == 0) return;
+  if (::mount("tracefs", path, "tracefs", 0, nullptr) != 0)
+    throw std::runtime_error(std::string("tracefs is not mounted and mounting it at ") + path + " failed: " + errno_text(errno));
+  spdlog::info("mounted tracefs at {}", path);
+}
+
+}  // namespace
+
+std::filesystem::path cgroup2_mount_point() {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mountinfo, line)) {
+    // "... mount_point options - fstype source super_options"
+    const auto separator = line.find(" - ");
+    if (separator == std::string::npos) continue;
+    std::istringstream tail(line.substr(separator + 3));
+    std::string fstype;
+    tail >> fstype;
+    if (fstype != "cgroup2") continue;
+    std::istringstream head(line.substr(0, separator));
+    std::string field, mount_point;
+    for (int i = 0; i < 5 && head >> field; ++i)
+      if (i == 4) mount_point = field;
+    if (!mount_point.empty()) return mount_point;
+  }
+  throw std::runtime_error("no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo)");
+}
+
+void HttpCaptureProbes::SkeletonDeleter::operator()(http_capture_bpf* skeleton) const {
+  http_capture_bpf::destroy(skeleton);
+}
+
+HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_bytes_(options.capture_bytes) {
+  if (!is_power_of_two(options.capture_bytes) || options.capture_bytes > ET_MAX_CAPTURE || options.capture_bytes < 64)
+    throw std::invalid_argument("capture_bytes must be a power of two from 64 to " + std::to_string(ET_MAX_CAPTURE));
+  if (!is_power_of_two(options.ring_buffer_bytes) || options.ring_buffer_bytes < 4096)
+    throw std::invalid_argument("ring_buffer_bytes must be a power of two of at least 4096");
+
+  libbpf_set_print(forward_libbpf_log);
+  skeleton_.reset(http_capture_bpf::open());
+  if (!skeleton_) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
+
+  skeleton_->rodata->capture_bytes = options.capture_bytes;
+  bpf_map__set_max_entries(skeleton_->maps.conns, options.max_connections);
+  bpf_map__set_max_entries(skeleton_->maps.exchanges, options.ring_buffer_bytes);
+
+  if (int err = http_capture_bpf::load(skeleton_.get()); err != 0)
+    throw std::runtime_error("the kernel refused the capture programs (" + errno_text(err) +
+                             "); run with --log-level debug for the verifier log");
+  ensure_tracefs_mounted();
+  if (int err = http_capture_bpf::attach(skeleton_.get()); err != 0)
+    throw std::runtime_error("cannot attach the syscall tracepoints: " + errno_text(err));
+  spdlog::info("capture programs attached: syscall tracepoints, capture {} bytes per side, {} connections",
+               options.capture_bytes, options.max_connections);
+}
+
+HttpCaptureProbes::~HttpCaptureProbes() = default;
+
+void HttpCaptureProbes::refresh_levels() {
+  std::uint32_t mask = 0;
+  for (std::uint32_t level = 0; level < cgroups_per_level_.size(); ++level)
+    if (cgroups_per_level_[level] > 0) mask |= 1u << level;
+  skeleton_->bss->opt_in_cgroup_levels = mask;
+  skeleton_->bss->opt_in_pid_count = pid_count_;
+}
+
+void HttpCaptureProbes::add_cgroup(const std::filesystem::path& cgroup_dir) {
+  const auto cgroup = identify_cgroup(cgroup_dir);
+  const std::uint8_t yes = 1;
+  if (bpf_map__update_elem(skeleton_->maps.traced_cgroups, &cgroup.id, sizeof(cgroup.id), &yes, sizeof(yes), BPF_NOEXIST) == 0) {
+    ++cgroups_per_level_[cgroup.level];
+    refresh_levels();
+  }
+  spdlog::info("tracing cgroup {} (id {}, level {})", cgroup_dir.string(), cgroup.id, cgroup.level);
+}
+
+void HttpCaptureProbes::remove_cgroup(const std::filesystem::path& cgroup_dir) {
+  const auto cgroup = identify_cgroup(cgroup_dir);
+  if (bpf_map__delete_elem(skeleton_->maps.traced_cgroups, &cgroup.id, sizeof(cgroup.id), 0) == 0) {
+    --cgroups_per_level_[cgroup.level];
+    refresh_levels();
+  }
+}
+
+void HttpCaptureProbes::add_pid(std::uint32_t tgid) {
+  const std::uint8_t yes = 1;
+  if (bpf_map__update_elem(skeleton_->maps.traced_pids, &tgid, sizeof(tgid), &yes, sizeof(yes), BPF_NOEXIST) == 0) {
+    ++pid_count_;
+    refresh_levels();
+  }
+  spdlog::info("tracing pid {}", tgid);
+}
+
+void HttpCaptureProbes::remove_pid(std::uint32_t tgid) {
+  if (bpf_map__delete_elem(skeleton_->maps.traced_pids, &tgid, sizeof(tgid), 0) == 0) {
+    --pid_count_;
+    refresh_levels();
+  }
+}
+
+int HttpCaptureProbes::ring_buffer_fd() const { return bpf_map__fd(skeleton_->maps.exchanges); }
+
+KernelCounters HttpCaptureProbes::counters() const {
+  const int cpus = libbpf_num_possible_cpus();
+  std::array<std::uint64_t, ET_STAT_COUNT> totals{};
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(cpus > 0 ? cpus : 1));
+  for (std::uint32_t stat = 0; stat < ET_STAT_COUNT; ++stat) {
+    if (bpf_map__lookup_elem(skeleton_->maps.et_stats, &stat, sizeof(stat), per_cpu.data(),
+                             per_cpu.size() * sizeof(std::uint64_t), 0) != 0)
+      continue;
+    for (auto v : per_cpu) totals[stat] += v;
+  }
+  return KernelCounters{
+      .exchanges_emitted = totals[ET_STAT_EXCHANGES_EMITTED],
+      .ring_buffer_drops = totals[ET_STAT_RINGBUF_DROPS],
+      .unsampled = totals[ET_STAT_UNSAMPLED],
+      .non_http_connections = totals[ET_STAT_NON_HTTP_CONNECTIONS],
+      .connection_table_full = totals[ET_STAT_CONN_TABLE_FULL],
+      .capture_faults = totals[ET_STAT_CAPTURE_FAULTS],
+  };
+}
+
+}  // namespace edgetrace

@@ -1,0 +1,52 @@
+// The YAML schema shared by `edgetrace run` and `edgetrace agent` (docs/configuration.md).
+// Sections owned by a stage (exporter, queue, tail_sampling) are kept as YAML nodes here and
+// parsed by that stage's own parser, so each stage's keys are defined in one place.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config_error.h"
+
+namespace edgetrace {
+
+enum class OutputKind { Console, Json, Otlp };
+
+struct CaptureConfig {
+  std::uint32_t capture_bytes = 512;
+  std::uint32_t max_connections = 4096;
+  std::uint32_t ring_buffer_bytes = 8u << 20;
+};
+
+struct TargetsConfig {
+  std::vector<std::filesystem::path> cgroups;
+  std::vector<std::uint32_t> pids;
+};
+
+struct AgentConfig {
+  std::optional<std::string> service_name;
+  std::optional<OutputKind> output;  // unset: OTLP when an endpoint is configured, else console
+  std::string log_level = "info";
+  CaptureConfig capture;
+  TargetsConfig targets;
+  std::vector<std::string> routes;
+  std::uint32_t status_interval_seconds = 60;
+
+  YAML::Node exporter;       // `exporter:`      -> parse_exporter_config
+  YAML::Node queue;          // `queue:`         -> parse_queue_config
+  YAML::Node tail_sampling;  // `tail_sampling:` -> parse_tail_sampling_config
+  YAML::Node sampler;        // `sampler:`       -> head sampling
+};
+
+// Throws ConfigError naming the file, and the key where there is one.
+AgentConfig load_config_file(const std::filesystem::path& path);
+AgentConfig parse_config(const YAML::Node& root);
+
+OutputKind parse_output_kind(const std::string& text);  // "console", "json", "otlp"
+
+}  // namespace edgetrace

@@ -1,0 +1,218 @@
+#include "stitch/exchange_stitcher.h"
+
+#include <arpa/inet.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+
+#include "http/exchange.h"
+#include "http/parser.h"
+
+namespace edgetrace {
+namespace {
+
+bool is_ipv4_mapped(const std::uint8_t (&a)[16]) {
+  static constexpr std::uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(a, prefix, sizeof(prefix)) == 0;
+}
+
+// Splits a Host header value into host and port ("[::1]:8080", "example.com", "a:80").
+std::pair<std::string, std::optional<std::int64_t>> split_host(std::string_view host) {
+  std::string_view name = host;
+  std::optional<std::int64_t> port;
+  if (host.starts_with('[')) {
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return {std::string(host), std::nullopt};
+    name = host.substr(1, close - 1);
+    host.remove_prefix(close + 1);
+    if (host.starts_with(':')) host.remove_prefix(1);
+    else host = {};
+  } else if (const auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    name = host.substr(0, colon);
+    host.remove_prefix(colon + 1);
+  } else {
+    host = {};
+  }
+  if (!host.empty() && host.size() <= 5 && std::all_of(host.begin(), host.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    port = std::stoll(std::string(host));
+  return {std::string(name), port};
+}
+
+}  // namespace
+
+std::string format_address(std::uint16_t family, const std::uint8_t (&address)[16]) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (family == AF_INET) {
+    inet_ntop(AF_INET, address, text, sizeof(text));
+  } else if (is_ipv4_mapped(address)) {
+    inet_ntop(AF_INET, address + 12, text, sizeof(text));
+  } else {
+    inet_ntop(AF_INET6, address, text, sizeof(text));
+  }
+  return text;
+}
+
+ExchangeStitcher::ExchangeStitcher(ProcessResources& resources, MonotonicToUnix clock, http::RouteMatcher routes, SpanSink& sink)
+    : resources_(resources), clock_(clock), routes_(std::move(routes)), sink_(sink), random_(std::random_device{}()) {}
+
+TraceId ExchangeStitcher::random_trace_id() {
+  TraceId id{};
+  // All 128 bits random, so the low 56 bits satisfy W3C level-2 randomness.
+  const auto high = random_(), low = random_();
+  std::memcpy(id.data(), &high, 8);
+  std::memcpy(id.data() + 8, &low, 8);
+  if (id == TraceId{}) id[15] = 1;
+  return id;
+}
+
+SpanId ExchangeStitcher::random_span_id() {
+  SpanId id{};
+  const auto value = random_();
+  std::memcpy(id.data(), &value, 8);
+  if (id == SpanId{}) id[7] = 1;
+  return id;
+}
+
+void ExchangeStitcher::on_record(std::span<const std::byte> record) {
+  ++counters_.records;
+  if (record.size() < ET_EXCHANGE_HEADER_SIZE) {
+    ++counters_.malformed_records;
+    return;
+  }
+  et_http_exchange exchange{};
+  std::memcpy(&exchange, record.data(), std::min(record.size(), sizeof(exchange)));
+  const std::size_t capture = exchange.capture;
+  if (exchange.record_type != ET_RECORD_HTTP1_EXCHANGE || capture > ET_MAX_CAPTURE ||
+      record.size() < ET_EXCHANGE_HEADER_SIZE + 2 * capture || exchange.request_captured > capture ||
+      exchange.response_captured > capture) {
+    ++counters_.malformed_records;
+    return;
+  }
+  const auto* data = reinterpret_cast<const char*>(exchange.data);
+  const std::string_view request_capture(data, exchange.request_captured);
+  const std::string_view response_capture(data + capture, exchange.response_captured);
+
+  SpanBatch out;
+  auto& pending = pending_by_connection_[exchange.connection_id];
+  if (!(exchange.flags & ET_EXCHANGE_PIPELINED)) {
+    // A new request read: whatever earlier pipelined requests never got a response.
+    emit_unanswered(exchange, pending, out);
+    http::ParseStatus status;
+    auto requests = http::parse_requests(request_capture, status);
+    if (requests.empty()) {
+      ++counters_.unparsable_exchanges;
+      spdlog::debug("exchange on connection {:x} is not HTTP/1.x ({}), ignored", exchange.connection_id,
+                    http::to_string(status.stop));
+    }
+    for (auto& r : requests) pending.requests.push_back(std::move(r));
+  }
+
+  if (!pending.requests.empty()) {
+    const std::vector<http::ParsedRequest> expected(pending.requests.begin(), pending.requests.end());
+    http::ParseStatus response_status;
+    const auto responses = http::parse_responses(response_capture, response_status, expected);
+    const auto pairing = http::pair_exchange(expected, responses);
+    std::size_t answered = 0;
+    for (const auto& pair : pairing.pairs) {
+      if (!pair.response_index) break;
+      emit(exchange, expected[pair.request_index], &responses[*pair.response_index], out);
+      ++answered;
+    }
+    pending.requests.erase(pending.requests.begin(), pending.requests.begin() + static_cast<std::ptrdiff_t>(answered));
+    // The first request of a non-pipelined record must be reported now even without a
+    // parsable response: the kernel only sends a record once the exchange is over.
+    if (answered == 0 && !pending.requests.empty() && !(exchange.flags & ET_EXCHANGE_PIPELINED)) {
+      emit(exchange, pending.requests.front(), nullptr, out);
+      pending.requests.pop_front();
+    }
+  }
+  if (exchange.flags & ET_EXCHANGE_CLOSED) {
+    emit_unanswered(exchange, pending, out);
+    pending_by_connection_.erase(exchange.connection_id);
+  } else if (pending.requests.empty()) {
+    pending_by_connection_.erase(exchange.connection_id);
+  }
+  counters_.spans += out.size();
+  if (!out.empty()) sink_.consume(std::move(out));
+}
+
+void ExchangeStitcher::emit_unanswered(const et_http_exchange& exchange, PendingRequests& pending, SpanBatch& out) {
+  while (!pending.requests.empty()) {
+    emit(exchange, pending.requests.front(), nullptr, out);
+    pending.requests.pop_front();
+  }
+}
+
+void ExchangeStitcher::emit(const et_http_exchange& exchange, const http::ParsedRequest& request,
+                            const http::ParsedResponse* response, SpanBatch& out) {
+  const bool server = exchange.role == ET_ROLE_SERVER;
+  Span span;
+  span.kind = server ? SpanKind::Server : SpanKind::Client;
+  span.resource = resources_.for_process(exchange.tgid);
+
+  const TraceId kernel_trace_id = std::to_array(exchange.trace_id);
+  if (kernel_trace_id != TraceId{}) {
+    span.trace_id = kernel_trace_id;
+    span.span_id = std::to_array(exchange.span_id);
+    if (exchange.flags & ET_EXCHANGE_HAS_PARENT) span.parent_span_id = std::to_array(exchange.parent_span_id);
+    span.trace_flags = exchange.trace_flags;
+  } else {
+    span.trace_id = random_trace_id();
+    span.span_id = random_span_id();
+  }
+  span.trace_state = request.tracestate;
+
+  const auto route = routes_.match(request.path);
+  span.name = route ? request.method + " " + std::string(*route) : request.method;
+
+  span.start_unix_nanos = clock_.to_unix(exchange.request_start_ns);
+  const auto end = exchange.response_end_ns ? exchange.response_end_ns : exchange.request_end_ns;
+  span.end_unix_nanos = clock_.to_unix(std::max(end, exchange.request_start_ns));
+
+  auto& a = span.attributes;
+  a.reserve(14);
+  a.push_back({"http.request.method", request.method});
+  a.push_back({"url.path", request.path});
+  if (!request.query.empty()) a.push_back({"url.query", request.query});
+  a.push_back({"url.scheme", std::string("http")});
+  if (!request.version.empty()) a.push_back({"network.protocol.version", request.version});
+  if (route) a.push_back({"http.route", std::string(*route)});
+
+  const auto local = format_address(exchange.family, exchange.local_addr);
+  const auto remote = format_address(exchange.family, exchange.remote_addr);
+  auto [host_name, host_port] = split_host(request.host);
+  if (server) {
+    a.push_back({"server.address", host_name.empty() ? local : host_name});
+    a.push_back({"server.port", host_port.value_or(exchange.local_port)});
+    a.push_back({"client.address", remote});
+    a.push_back({"client.port", static_cast<std::int64_t>(exchange.remote_port)});
+  } else {
+    a.push_back({"server.address", host_name.empty() ? remote : host_name});
+    a.push_back({"server.port", host_port.value_or(exchange.remote_port)});
+    a.push_back({"url.full", "http://" + (request.host.empty() ? remote : request.host) + request.target});
+  }
+  a.push_back({"network.peer.address", remote});
+  a.push_back({"network.peer.port", static_cast<std::int64_t>(exchange.remote_port)});
+  if (!request.user_agent.empty()) a.push_back({"user_agent.original", request.user_agent});
+  a.push_back({"thread.id", static_cast<std::int64_t>(exchange.tid)});
+
+  if (response) {
+    a.push_back({"http.response.status_code", static_cast<std::int64_t>(response->status_code)});
+    // Semantic conventions: 5xx is an error on both sides, 4xx only on the client side.
+    if (response->status_code >= 500 || (!server && response->status_code >= 400)) span.status = StatusCode::Error;
+  } else {
+    ++counters_.responses_unknown;
+    if (exchange.flags & ET_EXCHANGE_NO_RESPONSE) {
+      span.status = StatusCode::Error;
+      span.status_message = "connection closed before a response";
+      a.push_back({"error.type", std::string("connection_closed")});
+    } else {
+      a.push_back({"edgetrace.response.unknown", true});
+    }
+  }
+  out.push_back(std::move(span));
+}
+
+}  // namespace edgetrace

@@ -1,0 +1,59 @@
+// Turns the kernel's HTTP/1.x exchange records into server and client spans.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <random>
+#include <span>
+#include <unordered_map>
+
+#include "edgetrace.h"
+#include "http/message.h"
+#include "http/route_matcher.h"
+#include "span/span.h"
+#include "stitch/clock.h"
+#include "stitch/process_resources.h"
+
+namespace edgetrace {
+
+struct StitchCounters {
+  std::uint64_t records = 0;
+  std::uint64_t malformed_records = 0;    // wrong size or type: a kernel/userspace mismatch
+  std::uint64_t unparsable_exchanges = 0;  // captured bytes were not HTTP/1.x
+  std::uint64_t spans = 0;
+  std::uint64_t responses_unknown = 0;     // request with no response we could attribute
+};
+
+class ExchangeStitcher {
+ public:
+  ExchangeStitcher(ProcessResources& resources, MonotonicToUnix clock, http::RouteMatcher routes, SpanSink& sink);
+
+  // One ring-buffer record. Spans go to the sink in the order their exchanges completed.
+  void on_record(std::span<const std::byte> record);
+  [[nodiscard]] const StitchCounters& counters() const { return counters_; }
+
+ private:
+  // Requests of pipelined exchanges whose responses come in later records.
+  struct PendingRequests {
+    std::deque<http::ParsedRequest> requests;
+  };
+
+  void emit(const et_http_exchange& exchange, const http::ParsedRequest& request,
+            const http::ParsedResponse* response, SpanBatch& out);
+  void emit_unanswered(const et_http_exchange& exchange, PendingRequests& pending, SpanBatch& out);
+  SpanId random_span_id();
+  TraceId random_trace_id();
+
+  ProcessResources& resources_;
+  MonotonicToUnix clock_;
+  http::RouteMatcher routes_;
+  SpanSink& sink_;
+  std::unordered_map<std::uint64_t, PendingRequests> pending_by_connection_;
+  std::mt19937_64 random_;
+  StitchCounters counters_;
+};
+
+// "127.0.0.1", "::1", "::ffff:10.0.0.1" → the address as text (IPv4-mapped IPv6 as IPv4).
+std::string format_address(std::uint16_t family, const std::uint8_t (&address)[16]);
+
+}  // namespace edgetrace
