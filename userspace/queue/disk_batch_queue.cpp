@@ -130,7 +130,15 @@ void DiskBatchQueue::recover() {
   if (ec) throw QueueOpenError("queue directory " + segment_dir_.string() + ": cannot list: " + ec.message());
 
   std::vector<std::shared_ptr<Segment>> recovered;
+  const std::uint64_t newest_name = found.empty() ? 0 : found.rbegin()->first;
   for (const auto& [first_sequence, path] : found) {
+    if (first_sequence == newest_name && std::filesystem::file_size(path, ec) < kSegmentHeaderSize && !ec) {
+      // Killed while creating the segment: it never held a record.
+      spdlog::warn("queue: {}: removing a segment whose creation was interrupted", path.string());
+      std::filesystem::remove(path, ec);
+      ++torn_tails_truncated_;
+      continue;
+    }
     auto file = std::make_shared<SegmentFile>();
     file->path = path;
     file->fd.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
@@ -239,6 +247,8 @@ void DiskBatchQueue::recover() {
   }
   if (!active_) active_ = create_segment(next_sequence_);
 
+  if (torn_tails_truncated_ != 0 || quarantined_segments_ != 0) write_state_file(true);  // repairs are news
+
   std::uint64_t backlog = 0;
   for (const auto& segment : segments_) backlog += segment->remaining_records;
   spdlog::info("queue: opened {} ({} segments, {} bytes, {} unacknowledged batches, next sequence {})",
@@ -284,7 +294,6 @@ void DiskBatchQueue::quarantine(const std::filesystem::path& path, const std::st
   ++quarantined_segments_;
   record_error_locked("segment " + path.filename().string() + " moved to " + target.string() + ": " + why +
                       (ec ? " (rename failed: " + ec.message() + ")" : ""));
-  spdlog::error("queue: {}", last_error_);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -672,8 +681,10 @@ void DiskBatchQueue::acknowledge(std::uint64_t sequence) {
     reap_consumed_front_locked(to_delete);
     acknowledged = consumed_through_;
   }
-  delete_files(to_delete);
+  // The acknowledgement is on record before any file goes, so a crash in between can never
+  // leave the read position behind a deleted record.
   append_ack_record(acknowledged);
+  delete_files(to_delete);
 }
 
 void DiskBatchQueue::append_ack_record(std::uint64_t sequence) {
