@@ -30,6 +30,7 @@ using testing::OtlpReceiver;
 using testing::Reply;
 
 enum class Transport { Grpc, Http };
+void PrintTo(Transport t, std::ostream* os) { *os << (t == Transport::Grpc ? "grpc" : "http"); }
 
 std::string name_of(const ::testing::TestParamInfo<Transport>& info) {
   return info.param == Transport::Grpc ? "Grpc" : "Http";
