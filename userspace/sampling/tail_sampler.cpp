@@ -49,7 +49,14 @@ TailSampler::TailSampler(TailSamplingConfig config, SpanSink& downstream, Clock 
       downstream_(downstream),
       clock_(std::move(clock)),
       max_bytes_per_trace_(std::max<std::size_t>(config_.max_bytes / 8, 1)),
-      index_(std::min<std::size_t>(config_.num_traces, std::size_t{1} << 16)),
+      // Sized for the expected traces in flight when told, else grown as needed.
+      index_(std::min<std::size_t>(
+          config_.num_traces,
+          config_.expected_new_traces_per_sec == 0
+              ? std::size_t{1} << 16
+              : config_.expected_new_traces_per_sec *
+                    static_cast<std::size_t>(
+                        std::max<std::int64_t>(1, std::chrono::ceil<std::chrono::seconds>(config_.decision_wait).count())))),
       sampled_cache_(config_.decision_cache.sampled_cache_size),
       not_sampled_cache_(config_.decision_cache.non_sampled_cache_size) {
   if (config_.policies.empty()) config_.policies = default_tail_sampling_policies();
