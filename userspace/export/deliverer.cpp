@@ -108,6 +108,7 @@ void Deliverer::deliver(const QueuedBatch& batch) {
       queue_.acknowledge(batch.sequence);
       return;
     }
+    if (error_observer_) error_observer_(result.message);
     if (result.outcome == SendResult::Outcome::Permanent) {
       counters_.failed_spans += batch.span_count;
       counters_.failed_batches += 1;

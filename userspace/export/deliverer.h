@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
+#include <string>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -23,6 +25,10 @@ class Deliverer {
   ~Deliverer();  // stop()
   Deliverer(const Deliverer&) = delete;
   Deliverer& operator=(const Deliverer&) = delete;
+
+  // Called on the delivery thread with each failed attempt's message (e.g. for
+  // DiskBatchQueue::set_last_export_error). Set before start().
+  void set_error_observer(std::function<void(const std::string&)> observer) { error_observer_ = std::move(observer); }
 
   void start();
   // Keeps delivering for up to drain_timeout (until the queue is empty), then cancels the
@@ -47,6 +53,7 @@ class Deliverer {
   const OtlpRetryConfig retry_;
   const std::chrono::milliseconds drain_timeout_;
   std::mt19937_64 rng_;
+  std::function<void(const std::string&)> error_observer_;
 
   std::mutex mutex_;
   std::condition_variable wake_;
