@@ -469,6 +469,47 @@ TEST_F(GrpcTls, MutualTlsPresentsTheClientCertificate) {
   EXPECT_EQ(receiver.request_count(), 1u);
 }
 
+class HttpTls : public GrpcTls {
+ protected:
+  SendResult send_once(HttpOtlpReceiver& receiver, const OtlpTlsConfig& tls) {
+    ExporterConfig cfg;
+    cfg.protocol = OtlpProtocol::HttpProtobuf;
+    cfg.endpoint = receiver.endpoint();
+    cfg.timeout = 5s;
+    cfg.tls = tls;
+    auto sender = make_sender(cfg);
+    OtlpEncoder encoder;
+    SpanBatch spans{make_http_span(1, make_resource("svc", 1))};
+    return sender->send(encoder.encode(spans));
+  }
+};
+
+TEST_F(HttpTls, CaFileTrustsTheReceiver) {
+  HttpOtlpReceiver receiver(testing::ReceiverTls{server_.cert_pem, server_.key_pem, {}});
+  receiver.start();
+  ASSERT_EQ(receiver.endpoint().rfind("https://", 0), 0u);
+  const auto ok = send_once(receiver, {.ca_file = server_.cert_file});
+  EXPECT_TRUE(ok.ok()) << ok.message;
+  EXPECT_EQ(receiver.accepted_span_count(), 1u);
+  ASSERT_EQ(receiver.requests().size(), 1u);
+  EXPECT_TRUE(receiver.requests()[0].gzip);
+
+  const auto wrong = send_once(receiver, {.ca_file = other_.cert_file});
+  EXPECT_TRUE(wrong.retryable()) << wrong.message;
+  EXPECT_EQ(receiver.request_count(), 1u);
+}
+
+TEST_F(HttpTls, MutualTlsPresentsTheClientCertificate) {
+  HttpOtlpReceiver receiver(testing::ReceiverTls{server_.cert_pem, server_.key_pem, client_.cert_pem});
+  receiver.start();
+  const auto ok = send_once(receiver, {.ca_file = server_.cert_file, .cert_file = client_.cert_file, .key_file = client_.key_file});
+  EXPECT_TRUE(ok.ok()) << ok.message;
+  const auto without = send_once(receiver, {.ca_file = server_.cert_file});
+  EXPECT_FALSE(without.ok());
+  EXPECT_EQ(receiver.request_count(), 1u);
+  EXPECT_GE(receiver.failed_handshakes(), 1u);
+}
+
 TEST(GrpcTarget, SchemeOrInsecureFlagDecidesTls) {
   EXPECT_EQ(GrpcSender::parse_target("http://c:4317", false).authority, "c:4317");
   EXPECT_FALSE(GrpcSender::parse_target("http://c:4317", false).secure);

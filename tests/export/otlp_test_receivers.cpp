@@ -5,6 +5,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -276,10 +279,62 @@ std::string GrpcOtlpReceiver::endpoint() const {
 // Hand-written because no HTTP/1.1 server library is among the project's dependencies and
 // a test receiver needs only POST with Content-Length or chunked bodies.
 
-HttpOtlpReceiver::HttpOtlpReceiver() = default;
+struct HttpOtlpReceiver::TlsContext {
+  struct Free {
+    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+  };
+  std::unique_ptr<SSL_CTX, Free> ctx;
+};
+
+namespace {
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct SslFree {
+  void operator()(SSL* s) const { SSL_free(s); }
+};
+
+std::unique_ptr<X509, X509Free> pem_certificate(const std::string& pem) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) throw std::runtime_error("HttpOtlpReceiver: bad certificate PEM");
+  return cert;
+}
+
+std::shared_ptr<HttpOtlpReceiver::TlsContext> make_tls_context(const ReceiverTls& tls);
+}  // namespace
+
+HttpOtlpReceiver::HttpOtlpReceiver(std::optional<ReceiverTls> tls) : tls_(std::move(tls)) {}
 HttpOtlpReceiver::~HttpOtlpReceiver() { stop(); }
 
+namespace {
+std::shared_ptr<HttpOtlpReceiver::TlsContext> make_tls_context(const ReceiverTls& tls) {
+  auto context = std::make_shared<HttpOtlpReceiver::TlsContext>();
+  context->ctx.reset(SSL_CTX_new(TLS_server_method()));
+  if (!context->ctx) throw std::runtime_error("HttpOtlpReceiver: SSL_CTX_new failed");
+  SSL_CTX* ctx = context->ctx.get();
+  auto cert = pem_certificate(tls.cert_pem);
+  std::unique_ptr<BIO, BioFree> key_bio(BIO_new_mem_buf(tls.key_pem.data(), static_cast<int>(tls.key_pem.size())));
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  if (!key || SSL_CTX_use_certificate(ctx, cert.get()) != 1 || SSL_CTX_use_PrivateKey(ctx, key.get()) != 1)
+    throw std::runtime_error("HttpOtlpReceiver: unusable certificate/key");
+  if (!tls.client_ca_pem.empty()) {
+    auto ca = pem_certificate(tls.client_ca_pem);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca.get());
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  return context;
+}
+}  // namespace
+
 void HttpOtlpReceiver::start() {
+  if (tls_) tls_context_ = make_tls_context(*tls_);
   listen_fd_ = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listen_fd_) throw std::runtime_error("HttpOtlpReceiver: socket failed");
   sockaddr_in addr{};
@@ -307,7 +362,9 @@ void HttpOtlpReceiver::stop() {
   listen_fd_ = UniqueFd();
 }
 
-std::string HttpOtlpReceiver::base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+std::string HttpOtlpReceiver::base_url() const {
+  return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(port_);
+}
 std::string HttpOtlpReceiver::endpoint() const { return base_url() + "/v1/traces"; }
 
 void HttpOtlpReceiver::accept_loop() {
@@ -323,30 +380,44 @@ void HttpOtlpReceiver::accept_loop() {
 
 namespace {
 
-// Reads more bytes into `buffer`; false on EOF, error or stop.
-bool read_more(int fd, std::string& buffer, const std::atomic<bool>& stopping) {
-  char chunk[64 * 1024];
-  for (;;) {
-    if (stopping) return false;
-    pollfd p{fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, 50);
-    if (ready < 0) return false;
-    if (ready == 0) continue;
-    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-    if (n <= 0) return false;
-    buffer.append(chunk, static_cast<std::size_t>(n));
+// A plaintext or TLS connection (blocking socket; readiness checked with poll so stop() is
+// noticed between requests).
+class Connection {
+ public:
+  Connection(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) {}
+
+  // Reads more bytes into `buffer`; false on EOF, error or stop.
+  bool read_more(std::string& buffer, const std::atomic<bool>& stopping) {
+    char chunk[64 * 1024];
+    for (;;) {
+      if (stopping) return false;
+      if (ssl_ == nullptr || SSL_pending(ssl_) == 0) {
+        pollfd p{fd_, POLLIN, 0};
+        const int ready = ::poll(&p, 1, 50);
+        if (ready < 0) return false;
+        if (ready == 0) continue;
+      }
+      const ssize_t n = ssl_ != nullptr ? SSL_read(ssl_, chunk, sizeof chunk) : ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n <= 0) return false;
+      buffer.append(chunk, static_cast<std::size_t>(n));
+      return true;
+    }
+  }
+
+  bool write_all(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ssl_ != nullptr ? SSL_write(ssl_, data.data(), static_cast<int>(data.size()))
+                                        : ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
     return true;
   }
-}
 
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
+ private:
+  int fd_;
+  SSL* ssl_;
+};
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -387,11 +458,21 @@ std::string http_response(int status, const std::string& body, const std::option
 }  // namespace
 
 void HttpOtlpReceiver::serve_connection(UniqueFd fd) {
+  std::unique_ptr<SSL, SslFree> ssl;
+  if (tls_context_) {
+    ssl.reset(SSL_new(tls_context_->ctx.get()));
+    SSL_set_fd(ssl.get(), fd.get());
+    if (SSL_accept(ssl.get()) != 1) {
+      ++failed_handshakes_;
+      return;
+    }
+  }
+  Connection conn(fd.get(), ssl.get());
   std::string buffer;
   while (!stopping_) {
     std::size_t head_end;
     while ((head_end = buffer.find("\r\n\r\n")) == std::string::npos)
-      if (!read_more(fd.get(), buffer, stopping_)) return;
+      if (!conn.read_more(buffer, stopping_)) return;
     const std::string head = buffer.substr(0, head_end);
     buffer.erase(0, head_end + 4);
 
@@ -413,29 +494,29 @@ void HttpOtlpReceiver::serve_connection(UniqueFd fd) {
       pos = next + 2;
     }
     const bool close = lower(r.header("connection").value_or("")) == "close";
-    if (lower(r.header("expect").value_or("")) == "100-continue" && !write_all(fd.get(), "HTTP/1.1 100 Continue\r\n\r\n")) return;
+    if (lower(r.header("expect").value_or("")) == "100-continue" && !conn.write_all("HTTP/1.1 100 Continue\r\n\r\n")) return;
 
     std::string body;
     if (auto length = r.header("content-length")) {
       const auto n = static_cast<std::size_t>(std::stoull(*length));
       while (buffer.size() < n)
-        if (!read_more(fd.get(), buffer, stopping_)) return;
+        if (!conn.read_more(buffer, stopping_)) return;
       body = buffer.substr(0, n);
       buffer.erase(0, n);
     } else if (lower(r.header("transfer-encoding").value_or("")) == "chunked") {
       for (;;) {
         std::size_t eol;
         while ((eol = buffer.find("\r\n")) == std::string::npos)
-          if (!read_more(fd.get(), buffer, stopping_)) return;
+          if (!conn.read_more(buffer, stopping_)) return;
         const auto size = static_cast<std::size_t>(std::stoull(buffer.substr(0, eol), nullptr, 16));
         while (buffer.size() < eol + 2 + size + 2)
-          if (!read_more(fd.get(), buffer, stopping_)) return;
+          if (!conn.read_more(buffer, stopping_)) return;
         body.append(buffer, eol + 2, size);
         buffer.erase(0, eol + 2 + size + 2);
         if (size == 0) break;
       }
     } else if (method == "POST") {
-      write_all(fd.get(), http_response(411, "", std::nullopt, true));
+      conn.write_all(http_response(411, "", std::nullopt, true));
       return;
     }
 
@@ -477,7 +558,7 @@ void HttpOtlpReceiver::serve_connection(UniqueFd fd) {
       }
     }
     record(std::move(r));
-    if (!write_all(fd.get(), response) || close) return;
+    if (!conn.write_all(response) || close) return;
   }
 }
 

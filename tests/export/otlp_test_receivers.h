@@ -162,17 +162,25 @@ class GrpcOtlpReceiver final : public OtlpReceiver {
 
 class HttpOtlpReceiver final : public OtlpReceiver {
  public:
-  HttpOtlpReceiver();
+  // With `tls`, serves HTTPS (OpenSSL); endpoint() then starts with https://.
+  explicit HttpOtlpReceiver(std::optional<ReceiverTls> tls = std::nullopt);
   ~HttpOtlpReceiver() override;
   void start() override;
   void stop() override;
-  // "http://127.0.0.1:port/v1/traces"
+  // "http://127.0.0.1:port/v1/traces" (https:// with TLS)
   [[nodiscard]] std::string endpoint() const override;
   [[nodiscard]] std::string base_url() const;  // "http://127.0.0.1:port"
+  // TLS handshakes the receiver refused (e.g. no or untrusted client certificate).
+  [[nodiscard]] std::size_t failed_handshakes() const { return failed_handshakes_.load(); }
+
+  struct TlsContext;  // OpenSSL state, defined in the .cpp
 
  private:
   void accept_loop();
   void serve_connection(UniqueFd fd);
+  std::optional<ReceiverTls> tls_;
+  std::shared_ptr<TlsContext> tls_context_;
+  std::atomic<std::size_t> failed_handshakes_{0};
   UniqueFd listen_fd_;
   std::atomic<bool> stopping_{false};
   std::thread acceptor_;
