@@ -354,8 +354,14 @@ static __always_inline void on_request_bytes(struct conn_state *conn, const stru
 
 static __always_inline void on_response_bytes(struct conn_state *conn, const struct io_args *io, __s64 length,
                                               __u64 first_word, __u64 start_ns, __u64 end_ns) {
-  if (conn->phase == PHASE_IDLE) return;
-  if (conn->phase == PHASE_REQUEST) {
+  if (conn->phase == PHASE_IDLE) {
+    /* A connection joined mid-stream whose first request we missed (its reader was already
+     * blocked in read() when we attached): keep the response, the request stays unknown. */
+    if (conn->from_start || conn->exchange.sequence != 0 || !is_response_start(first_word, length)) return;
+    begin_exchange(conn, start_ns, 0);
+    conn->phase = PHASE_RESPONSE;
+    conn->exchange.response_start_ns = start_ns;
+  } else if (conn->phase == PHASE_REQUEST) {
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = start_ns;
   } else if (is_response_start(first_word, length) && conn->exchange.response_captured > 0 &&
@@ -423,9 +429,14 @@ static __always_inline int complete_io(__s64 returned) {
   __u64 first_word = peek_first_bytes(&io, &first_buffer);
   __u8 role = conn->exchange.role;
   if (role == ET_ROLE_UNKNOWN) {
-    /* Joined mid-stream: whoever sends a request is the client. */
-    if (!is_request_start(first_word, returned)) return 0;
-    role = io.ingress ? ET_ROLE_SERVER : ET_ROLE_CLIENT;
+    /* Joined mid-stream: whoever sends a request is the client, whoever sends a response
+     * the server. */
+    if (is_request_start(first_word, returned))
+      role = io.ingress ? ET_ROLE_SERVER : ET_ROLE_CLIENT;
+    else if (is_response_start(first_word, returned))
+      role = io.ingress ? ET_ROLE_CLIENT : ET_ROLE_SERVER;
+    else
+      return 0;
     conn->exchange.role = role;
   }
 

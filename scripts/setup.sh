@@ -8,7 +8,8 @@ packages=(
   clang llvm libbpf-dev bpftool libelf-dev libdw-dev zlib1g-dev
   protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libyaml-cpp-dev libcli11-dev
-  libnghttp2-dev libcurl4-openssl-dev libssl-dev
+  libnghttp2-dev libcurl4-openssl-dev libssl-dev openssl
+  nlohmann-json3-dev
   nginx-light wrk curl python3 iproute2 procps psmisc
 )
 

@@ -102,10 +102,12 @@ AgentConfig parse_config(const YAML::Node& root) {
   }
 
   for (const char* section : {"exporter", "queue", "tail_sampling", "sampler"}) require_map(root[section], section);
-  config.exporter = root["exporter"];
-  config.queue = root["queue"];
-  config.tail_sampling = root["tail_sampling"];
-  config.sampler = root["sampler"];
+  // Copy only sections that exist: assigning yaml-cpp's placeholder for a missing key throws.
+  auto section = [&](const char* key) { return root[key] ? YAML::Clone(root[key]) : YAML::Node(); };  // Null: section absent
+  config.exporter = section("exporter");
+  config.queue = section("queue");
+  config.tail_sampling = section("tail_sampling");
+  config.sampler = section("sampler");
   return config;
 }
 

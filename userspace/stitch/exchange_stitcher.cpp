@@ -101,15 +101,34 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
     emit_unanswered(exchange, pending, out);
     http::ParseStatus status;
     auto requests = http::parse_requests(request_capture, status);
-    if (requests.empty()) {
+    spdlog::debug("connection {:x} exchange {}: {} request(s) in {} captured bytes ({})", exchange.connection_id,
+                  exchange.sequence, requests.size(), request_capture.size(), http::to_string(status.stop));
+    if (requests.empty() && exchange.request_captured > 0) {
       ++counters_.unparsable_exchanges;
       spdlog::debug("exchange on connection {:x} is not HTTP/1.x ({}), ignored", exchange.connection_id,
                     http::to_string(status.stop));
     }
+    // A full capture that stopped short of the request bytes seen may hide more pipelined
+    // requests than it shows: their spans cannot be made, so say how often that happens.
+    if (status.rest_unknown() && exchange.request_bytes > exchange.request_captured) ++counters_.truncated_request_captures;
     for (auto& r : requests) pending.requests.push_back(std::move(r));
   }
 
-  if (!pending.requests.empty()) {
+  if (pending.requests.empty() && ((exchange.flags & ET_EXCHANGE_PIPELINED) || exchange.request_captured == 0)) {
+    // A response whose request was not captured: a pipelined request beyond the captured
+    // bytes, or the first exchange of a connection joined mid-stream. Keep the span with
+    // what is known rather than lose it or guess its request.
+    http::ParseStatus response_status;
+    const auto responses = http::parse_responses(response_capture, response_status);
+    static const http::ParsedRequest unknown_request{.method = "_OTHER"};
+    for (const auto& response : responses) {
+      if (response.interim()) continue;
+      emit(exchange, unknown_request, &response, out);
+      out.back().name = "HTTP";
+      out.back().attributes.push_back({"edgetrace.request.unknown", true});
+      ++counters_.requests_beyond_capture;
+    }
+  } else if (!pending.requests.empty()) {
     const std::vector<http::ParsedRequest> expected(pending.requests.begin(), pending.requests.end());
     http::ParseStatus response_status;
     const auto responses = http::parse_responses(response_capture, response_status, expected);

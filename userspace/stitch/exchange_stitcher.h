@@ -22,6 +22,8 @@ struct StitchCounters {
   std::uint64_t unparsable_exchanges = 0;  // captured bytes were not HTTP/1.x
   std::uint64_t spans = 0;
   std::uint64_t responses_unknown = 0;     // request with no response we could attribute
+  std::uint64_t truncated_request_captures = 0;  // request bytes past the capture may hold more requests
+  std::uint64_t requests_beyond_capture = 0;  // pipelined request past the capture: span kept, request unknown
 };
 
 class ExchangeStitcher {
