@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -498,6 +499,46 @@ TEST(DiskBatchQueue, OneProducerOneConsumerLoseNothing) {
   EXPECT_EQ(stats.dropped_batches, 0u);
   EXPECT_EQ(stats.write_errors, 0u);
   EXPECT_LE(stats.segments, 2u);
+}
+
+TEST(DiskBatchQueue, ConcurrentDropOldestKeepsOrderAndAccountsForEveryBatch) {
+  TempDir dir;
+  auto config = small_config(dir.path());
+  config.max_bytes = 256 * 1024;
+  config.segment_bytes = 16 * 1024;
+  config.fsync = FsyncMode::Interval;
+  config.fsync_interval = 5ms;
+  DiskBatchQueue queue(config);
+  constexpr std::uint64_t kBatches = 30000;
+  std::atomic<bool> done{false};
+  std::thread producer([&] {
+    for (std::uint64_t id = 1; id <= kBatches; ++id) ASSERT_TRUE(queue.push(make_payload(id, 200 + id % 700), 2));
+    done = true;
+  });
+  std::uint64_t delivered = 0, previous = 0;
+  for (;;) {
+    auto batch = queue.peek(1ms);
+    if (!batch) {
+      if (done && queue.stats().depth_batches == 0) break;
+      continue;
+    }
+    ASSERT_GT(batch->sequence, previous);
+    ASSERT_TRUE(payload_intact(batch->payload));
+    ASSERT_EQ(payload_id(batch->payload), batch->sequence);
+    previous = batch->sequence;
+    if (delivered % 7 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));  // a slow link
+    queue.acknowledge(batch->sequence);
+    ++delivered;
+  }
+  producer.join();
+  const auto stats = queue.disk_stats();
+  EXPECT_GT(stats.dropped_batches, 0u) << "the consumer is slower: the bound must have been hit";
+  // A batch dropped while the consumer held it is both delivered and counted dropped.
+  EXPECT_GE(delivered + stats.dropped_batches, kBatches);
+  EXPECT_LE(delivered + stats.dropped_batches, kBatches + stats.dropped_batches / 10 + 5);
+  EXPECT_EQ(stats.dropped_spans, 2 * stats.dropped_batches);
+  EXPECT_EQ(previous, kBatches) << "the newest batch is never dropped";
+  EXPECT_LE(queue_test::segment_bytes_on_disk(dir.path()), config.max_bytes);
 }
 
 // --- status ---------------------------------------------------------------------------
