@@ -20,8 +20,13 @@ bool MemoryBatchQueue::push(std::string payload, std::uint32_t span_count) {
     if (over_bytes || over_count) {
       ++dropped_batches_;
       dropped_spans_ += span_count;
-      spdlog::warn("otlp memory queue full ({} batches, {} bytes): dropped a batch of {} spans", batches_.size(), bytes_,
-                   span_count);
+      // A stalled collector makes every push fail: say so once per interval, with totals.
+      const auto now = std::chrono::steady_clock::now();
+      if (dropped_batches_ == 1 || now - last_drop_log_ >= kDropLogInterval) {
+        last_drop_log_ = now;
+        spdlog::warn("otlp memory queue full ({} batches, {} bytes): dropping new batches ({} spans dropped so far)",
+                     batches_.size(), bytes_, dropped_spans_);
+      }
       return false;
     }
     bytes_ += payload.size();

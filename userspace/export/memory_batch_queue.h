@@ -32,6 +32,8 @@ class MemoryBatchQueue final : public BatchQueue {
   std::uint64_t dropped_batches_ = 0;
   std::uint64_t dropped_spans_ = 0;
   bool closed_ = false;
+  static constexpr std::chrono::seconds kDropLogInterval{10};
+  std::chrono::steady_clock::time_point last_drop_log_{};
 };
 
 }  // namespace edgetrace
