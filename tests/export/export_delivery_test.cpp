@@ -12,6 +12,7 @@
 #include "export/batcher.h"
 #include "export/deliverer.h"
 #include "export/grpc_sender.h"
+#include "export/otlp_exporter.h"
 #include "export/memory_batch_queue.h"
 #include "export/otlp_encoder.h"
 #include "export/otlp_sender.h"
@@ -351,6 +352,34 @@ TEST_P(Delivery, BatcherQueueDelivererEndToEnd) {
   EXPECT_EQ(per_service["backend"], 500);
   EXPECT_EQ(counters_.exported_spans.load(), 1000u);
   EXPECT_EQ(receiver_->request_count(), (1000 + 63) / 64);
+}
+
+TEST_P(Delivery, OtlpExporterFromYamlAndEnvironment) {
+  const auto cfg = parse_exporter_config(
+      YAML::Load(std::string("protocol: ") + (grpc() ? "grpc" : "http/protobuf") +
+                 "\nbatch: {max_spans: 10, max_delay_ms: 50}\nretry: {initial_backoff_ms: 10, max_backoff_ms: 40}\n"),
+      testing::env_from({{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver_->endpoint()},
+                         {"OTEL_EXPORTER_OTLP_HEADERS", "x-scope=e2e"}}));
+  receiver_->script({Reply::unavailable()});
+  std::string status;
+  {
+    OtlpExporter exporter(cfg);
+    auto r = make_resource("svc", 3);
+    SpanBatch spans;
+    for (int i = 0; i < 25; ++i) spans.push_back(make_http_span(static_cast<std::uint64_t>(i), r));
+    exporter.consume(std::move(spans));
+    exporter.shutdown();
+    const auto c = exporter.counters().snapshot();
+    EXPECT_EQ(c.exported_spans, 25u);
+    EXPECT_EQ(c.retries, 1u);
+    status = exporter.status_line();
+  }
+  EXPECT_EQ(receiver_->accepted_span_count(), 25u);
+  EXPECT_EQ(receiver_->request_count(), 4u);  // 10 + 10 + 5, the first one twice
+  EXPECT_EQ(receiver_->requests()[0].header("x-scope"), "e2e");
+  EXPECT_NE(status.find("exported=25 spans/3 batches"), std::string::npos) << status;
+  EXPECT_NE(status.find("retried=1"), std::string::npos) << status;
+  EXPECT_NE(status.find("queue=0 batches"), std::string::npos) << status;
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Delivery, ::testing::Values(Transport::Grpc, Transport::Http), name_of);
