@@ -366,6 +366,8 @@ TEST(DiskBatchQueueRecovery, FlippedPayloadByteInASealedSegmentIsSkippedAndCount
   EXPECT_EQ(stats.corrupted_records, 1u);
   EXPECT_EQ(stats.depth_batches, 0u);
   EXPECT_NE(stats.last_error.find("failed its checksum"), std::string::npos) << stats.last_error;
+  EXPECT_EQ(segment_files(dir.path()).size(), 1u) << "consumed segments are deleted, skipped records included";
+  EXPECT_EQ(stats.disk_bytes, queue_test::segment_bytes_on_disk(dir.path()));
   std::uint64_t expected = 1;
   for (const auto& batch : batches) {
     if (expected == first_in_segment + 3) ++expected;
@@ -388,6 +390,8 @@ TEST(DiskBatchQueueRecovery, FlippedHeaderByteResyncsToTheNextRecord) {
   const auto batches = drain(queue);
   ASSERT_EQ(batches.size(), 299u);
   EXPECT_EQ(queue.stats().corrupted_records, 1u);
+  EXPECT_EQ(queue.stats().depth_batches, 0u);
+  EXPECT_EQ(segment_files(dir.path()).size(), 1u);
   for (const auto& batch : batches) {
     EXPECT_NE(batch.sequence, first_in_segment + 5);
     EXPECT_TRUE(payload_intact(batch.payload));
@@ -539,6 +543,7 @@ TEST(DiskBatchQueue, ConcurrentDropOldestKeepsOrderAndAccountsForEveryBatch) {
   EXPECT_EQ(stats.dropped_spans, 2 * stats.dropped_batches);
   EXPECT_EQ(previous, kBatches) << "the newest batch is never dropped";
   EXPECT_LE(queue_test::segment_bytes_on_disk(dir.path()), config.max_bytes);
+  EXPECT_EQ(stats.disk_bytes, queue_test::segment_bytes_on_disk(dir.path())) << "no file outlives its accounting";
 }
 
 // --- status ---------------------------------------------------------------------------

@@ -555,6 +555,13 @@ std::optional<QueuedBatch> DiskBatchQueue::peek(std::chrono::milliseconds wait) 
     if (peeked_ && peeked_->sequence > consumed_through_) return peeked_;
     peeked_.reset();
     reap_consumed_front_locked(to_delete);
+    if (!to_delete.empty()) {
+      lock.unlock();
+      delete_files(to_delete);
+      to_delete.clear();
+      lock.lock();
+      continue;
+    }
     if (!segments_.empty() && read_offset_ < segments_.front()->data_end) {
       auto segment = segments_.front();
       const std::uint64_t generation = front_generation_;
@@ -562,8 +569,6 @@ std::optional<QueuedBatch> DiskBatchQueue::peek(std::chrono::milliseconds wait) 
       const std::uint64_t end = segment->data_end;
       const std::uint64_t after_sequence = read_last_sequence_;
       lock.unlock();
-      delete_files(to_delete);
-      to_delete.clear();
       SegmentReader reader(segment->file->fd.get());
       QueuedBatch batch;
       auto result = reader.read(offset, end, &batch.payload);
