@@ -25,6 +25,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set before load. A power of two no larger than ET_MAX_CAPTURE. */
 const volatile __u32 capture_bytes = ET_DEFAULT_CAPTURE;
+/* Set before load: wake the consumer once this much data waits (a quarter of the ring). */
+const volatile __u64 ring_wakeup_bytes = 2 << 20;
 
 /* Changed by userspace at run time through the mapped .bss. */
 volatile __u32 opt_in_cgroup_levels; /* bit L: some opted-in cgroup sits at level L */
@@ -300,9 +302,13 @@ static __always_inline void capture(struct conn_state *conn, bool response_side,
 static __always_inline void emit_exchange(struct conn_state *conn, __u32 extra_flags) {
   conn->exchange.flags |= extra_flags;
   if (!conn->from_start) conn->exchange.flags |= ET_EXCHANGE_JOINED_MIDSTREAM;
-  __u64 size = ET_EXCHANGE_HEADER_SIZE + 2 * (__u64)capture_bytes;
+  /* Send only up to the last captured response byte. */
+  __u64 size = ET_EXCHANGE_HEADER_SIZE + (__u64)capture_bytes + conn->exchange.response_captured;
   if (size > sizeof(struct et_http_exchange)) size = sizeof(struct et_http_exchange);
-  if (bpf_ringbuf_output(&exchanges, &conn->exchange, size, 0))
+  /* Waking the consumer per record costs a context switch per request; it drains on a short
+   * timer instead, and is only woken when the buffer is filling up. */
+  __u64 wakeup = bpf_ringbuf_query(&exchanges, BPF_RB_AVAIL_DATA) > ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+  if (bpf_ringbuf_output(&exchanges, &conn->exchange, size, wakeup))
     count(ET_STAT_RINGBUF_DROPS);
   else
     count(ET_STAT_EXCHANGES_EMITTED);

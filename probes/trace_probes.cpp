@@ -112,6 +112,7 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
   if (!skeleton_) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
 
   skeleton_->rodata->capture_bytes = options.capture_bytes;
+  skeleton_->rodata->ring_wakeup_bytes = options.ring_buffer_bytes / 4;
   bpf_map__set_max_entries(skeleton_->maps.conns, options.max_connections);
   bpf_map__set_max_entries(skeleton_->maps.exchanges, options.ring_buffer_bytes);
 

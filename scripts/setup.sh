@@ -10,7 +10,7 @@ packages=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libyaml-cpp-dev libcli11-dev
   libnghttp2-dev libcurl4-openssl-dev libssl-dev openssl
   nlohmann-json3-dev
-  nginx-light wrk curl python3 iproute2 procps psmisc
+  nginx-light wrk curl bc python3 iproute2 procps psmisc
 )
 
 missing=()

@@ -28,22 +28,27 @@ std::string_view status_name(StatusCode status) {
   return "UNSET";
 }
 
+bool needs_escape(unsigned char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x7f; }
+
 void append_json_string(std::string& out, std::string_view text) {
   out.push_back('"');
-  for (const unsigned char c : text) {
+  std::size_t run_start = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (!needs_escape(c)) continue;
+    out.append(text.data() + run_start, i - run_start);
+    run_start = i + 1;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f)  // captured bytes need not be UTF-8: keep the JSON valid
-          fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
-        else
-          out.push_back(static_cast<char>(c));
+      default:  // captured bytes need not be UTF-8: keep the JSON valid
+        fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
     }
   }
+  out.append(text.data() + run_start, text.size() - run_start);
   out.push_back('"');
 }
 
@@ -130,19 +135,15 @@ std::string format_json_line(const Span& span) {
 }
 
 void ConsoleSpanWriter::consume(SpanBatch spans) {
-  for (const auto& span : spans) {
-    const auto line = format_console_line(span);
-    std::fprintf(out_, "%s\n", line.c_str());
-  }
-  std::fflush(out_);
+  std::string text;
+  for (const auto& span : spans) (text += format_console_line(span)) += '\n';
+  std::fwrite(text.data(), 1, text.size(), out_);
 }
 
 void JsonSpanWriter::consume(SpanBatch spans) {
-  for (const auto& span : spans) {
-    const auto line = format_json_line(span);
-    std::fprintf(out_, "%s\n", line.c_str());
-  }
-  std::fflush(out_);
+  std::string text;
+  for (const auto& span : spans) (text += format_json_line(span)) += '\n';
+  std::fwrite(text.data(), 1, text.size(), out_);
 }
 
 }  // namespace edgetrace

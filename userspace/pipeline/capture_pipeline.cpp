@@ -23,6 +23,7 @@ void CapturePipeline::stop() {
   thread_.request_stop();
   thread_.join();
   reader_.drain();
+  stitcher_.deliver();
   sink_.flush();
   spdlog::info("{}", status_line());
 }
@@ -46,7 +47,10 @@ void CapturePipeline::run(std::stop_token stop) {
   auto last_status = clock::now();
   while (!stop.stop_requested()) {
     try {
-      reader_.poll(std::chrono::milliseconds(100));
+      // The kernel wakes us only when the ring fills up; otherwise drain on this tick.
+      reader_.poll(std::chrono::milliseconds(50));
+      reader_.drain();
+      stitcher_.deliver();
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }

@@ -85,8 +85,8 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
   std::memcpy(&exchange, record.data(), std::min(record.size(), sizeof(exchange)));
   const std::size_t capture = exchange.capture;
   if (exchange.record_type != ET_RECORD_HTTP1_EXCHANGE || capture > ET_MAX_CAPTURE ||
-      record.size() < ET_EXCHANGE_HEADER_SIZE + 2 * capture || exchange.request_captured > capture ||
-      exchange.response_captured > capture) {
+      exchange.request_captured > capture || exchange.response_captured > capture ||
+      record.size() < ET_EXCHANGE_HEADER_SIZE + capture + exchange.response_captured) {
     ++counters_.malformed_records;
     return;
   }
@@ -94,7 +94,8 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
   const std::string_view request_capture(data, exchange.request_captured);
   const std::string_view response_capture(data + capture, exchange.response_captured);
 
-  SpanBatch out;
+  SpanBatch& out = batch_;
+  const auto spans_before = out.size();
   auto& pending = pending_by_connection_[exchange.connection_id];
   if (!(exchange.flags & ET_EXCHANGE_PIPELINED)) {
     // A new request read: whatever earlier pipelined requests never got a response.
@@ -153,8 +154,13 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
   } else if (pending.requests.empty()) {
     pending_by_connection_.erase(exchange.connection_id);
   }
-  counters_.spans += out.size();
-  if (!out.empty()) sink_.consume(std::move(out));
+  counters_.spans += out.size() - spans_before;
+}
+
+void ExchangeStitcher::deliver() {
+  if (batch_.empty()) return;
+  sink_.consume(std::move(batch_));
+  batch_ = SpanBatch{};
 }
 
 void ExchangeStitcher::emit_unanswered(const et_http_exchange& exchange, PendingRequests& pending, SpanBatch& out) {

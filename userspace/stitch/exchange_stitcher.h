@@ -30,8 +30,11 @@ class ExchangeStitcher {
  public:
   ExchangeStitcher(ProcessResources& resources, MonotonicToUnix clock, http::RouteMatcher routes, SpanSink& sink);
 
-  // One ring-buffer record. Spans go to the sink in the order their exchanges completed.
+  // One ring-buffer record; its spans are held until deliver().
   void on_record(std::span<const std::byte> record);
+  // Hands every span made since the last call to the sink as one batch, in the order their
+  // exchanges completed.
+  void deliver();
   [[nodiscard]] const StitchCounters& counters() const { return counters_; }
 
  private:
@@ -51,6 +54,7 @@ class ExchangeStitcher {
   http::RouteMatcher routes_;
   SpanSink& sink_;
   std::unordered_map<std::uint64_t, PendingRequests> pending_by_connection_;
+  SpanBatch batch_;
   std::mt19937_64 random_;
   StitchCounters counters_;
 };

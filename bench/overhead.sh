@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Tracing overhead on nginx serving a small response, measured side by side in one run:
+# baseline and traced runs alternate, wrk on loopback, and we report medians and ratios.
+#
+#   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR] [--sampler-ratio R ...]
+#
+# Each traced mode runs nginx under `edgetrace run`; the agent's own status line gives the
+# number of spans, which must match the requests wrk completed ("every request captured").
+set -euo pipefail
+
+rounds=5 duration=10 connections=50 threads=1
+build="$(cd "$(dirname "$0")/.." && pwd)/build"
+modes=(baseline traced)
+while (($#)); do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --modes) IFS=, read -r -a modes <<<"$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+edgetrace="$build/userspace/cli/edgetrace"
+[[ -x "$edgetrace" ]] || { echo "build edgetrace first ($edgetrace missing)" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "run scripts/setup.sh first (wrk, nginx)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/edgetrace-bench-XXXXXX)
+trap 'pkill -f "$work/nginx.conf" 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$((20000 + RANDOM % 20000))
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+error_log $work/error.log;
+pid $work/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/body; proxy_temp_path $work/proxy; fastcgi_temp_path $work/fcgi;
+  uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
+  server { listen 127.0.0.1:$port; location / { return 200 "hello\n"; } }
+}
+CONF
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# Prints "requests_per_second p99_ms requests spans".
+run_mode() {
+  local mode=$1 pid agent_log="$work/agent-$1.log"
+  case "$mode" in
+    baseline) nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" & pid=$! ;;
+    traced) "$edgetrace" run --output json --log-level info -- nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
+    traced-*)
+      local ratio=${mode#traced-}
+      OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=$ratio "$edgetrace" run --output json --log-level info -- nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
+  esac
+  wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
+  local out
+  out=$(wrk -t$threads -c$connections -d${duration}s --latency "http://127.0.0.1:$port/")
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  local rps p99 requests spans=-
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+  if [[ $mode != baseline ]]; then
+    spans=$(grep -o 'exchanges=[0-9]*' "$agent_log" | tail -1 | cut -d= -f2)
+    local unsampled; unsampled=$(grep -o 'unsampled=[0-9]*' "$agent_log" | tail -1 | cut -d= -f2)
+    spans="${spans:-0}+${unsampled:-0}"
+  fi
+  echo "$rps $p99 $requests $spans"
+}
+
+declare -A rps_of p99_of
+echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s, $rounds alternating rounds, modes: ${modes[*]}"
+for round in $(seq "$rounds"); do
+  for mode in "${modes[@]}"; do
+    read -r rps p99 requests spans < <(run_mode "$mode")
+    printf 'round %d %-14s %10s req/s  p99 %7s ms  requests %8s  captured(emitted+unsampled) %s\n' "$round" "$mode" "$rps" "$p99" "$requests" "$spans"
+    rps_of[$mode]+="$rps "; p99_of[$mode]+="$p99 "
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+base_rps=$(median <<<"${rps_of[baseline]}")
+base_p99=$(median <<<"${p99_of[baseline]}")
+echo
+printf '%-14s %12s %10s %12s %14s\n' mode "median req/s" ratio "median p99" "added p99 ms"
+for mode in "${modes[@]}"; do
+  m_rps=$(median <<<"${rps_of[$mode]}"); m_p99=$(median <<<"${p99_of[$mode]}")
+  printf '%-14s %12.0f %10.3f %12.3f %14.3f\n' "$mode" "$m_rps" "$(echo "$m_rps / $base_rps" | bc -l)" "$m_p99" "$(echo "$m_p99 - $base_p99" | bc -l)"
+done
