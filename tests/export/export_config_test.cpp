@@ -191,6 +191,16 @@ TEST(ExporterConfig, BadVariablesNameTheVariable) {
                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
 }
 
+TEST(ExporterConfig, ResourceAttributesFromEnvironment) {
+  const auto c = from_env({{"OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,k8s.cluster.name=c%201"},
+                           {"OTEL_SERVICE_NAME", "agent-default"}});
+  ASSERT_EQ(c.resource_attributes.size(), 3u);
+  EXPECT_EQ(c.resource_attributes[1].key, "k8s.cluster.name");
+  EXPECT_EQ(std::get<std::string>(c.resource_attributes[1].value), "c 1");
+  EXPECT_EQ(c.resource_attributes[2].key, "service.name");
+  expect_error([] { from_env({{"OTEL_RESOURCE_ATTRIBUTES", "x"}}); }, "OTEL_RESOURCE_ATTRIBUTES");
+}
+
 TEST(ExporterConfig, EndpointConfiguredDetection) {
   EXPECT_FALSE(otlp_endpoint_configured(YAML::Node(), env_from({})));
   EXPECT_FALSE(otlp_endpoint_configured(YAML::Load("compression: gzip"), env_from({})));

@@ -185,6 +185,23 @@ TEST(OtlpEncoder, LongStringsUseMultiByteLengths) {
   EXPECT_EQ(span.attributes(span.attributes_size() - 1).value().string_value().size(), 200'000u);
 }
 
+TEST(OtlpEncoder, ResourceDefaultsFillOnlyMissingKeys) {
+  Span known = make_http_span(1, make_resource("checkout", 5));  // has service.name and host.name
+  Span orphan = make_http_span(2, nullptr);
+  SpanBatch batch{known, orphan};
+  OtlpEncoder encoder("edgetrace", "1", Attributes{{"service.name", std::string("from-env")},
+                                                   {"deployment.environment", std::string("prod")}});
+  const auto req = decode(encoder.encode(batch));
+  ASSERT_EQ(req.resource_spans_size(), 2);
+  const auto& first = req.resource_spans(0).resource();
+  ASSERT_EQ(first.attributes_size(), 4);  // service.name, host.name, process.pid, deployment.environment
+  EXPECT_EQ(first.attributes(0).value().string_value(), "checkout");
+  EXPECT_EQ(first.attributes(3).key(), "deployment.environment");
+  const auto& second = req.resource_spans(1).resource();
+  ASSERT_EQ(second.attributes_size(), 2);
+  EXPECT_EQ(second.attributes(0).value().string_value(), "from-env");
+}
+
 TEST(OtlpEncoder, CustomScope) {
   Span s = make_http_span(1, make_resource("svc", 1));
   OtlpEncoder encoder("custom", "");

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "config/config_error.h"
+#include "export/resource.h"
 
 namespace edgetrace {
 namespace {
@@ -321,6 +322,8 @@ ExporterConfig parse_exporter_config(const YAML::Node& section, const GetEnv& ge
   if (auto v = signal_env(getenv, "CERTIFICATE")) cfg.tls.ca_file = v->value;
   if (auto v = signal_env(getenv, "CLIENT_CERTIFICATE")) cfg.tls.cert_file = v->value;
   if (auto v = signal_env(getenv, "CLIENT_KEY")) cfg.tls.key_file = v->value;
+
+  cfg.resource_attributes = resource_attributes_from_env(getenv);
 
   if (cfg.tls.cert_file.empty() != cfg.tls.key_file.empty())
     fail(key_path(kSection, "tls"), "cert_file and key_file (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE / _CLIENT_KEY) must be given together");

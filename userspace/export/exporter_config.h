@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "span/span.h"
+
 namespace YAML {
 class Node;
 }
@@ -64,6 +66,9 @@ struct ExporterConfig {
   OtlpBatchConfig batch;
   OtlpRetryConfig retry;
   MemoryQueueConfig memory_queue;
+  // Added to every exported resource that lacks the key: OTEL_RESOURCE_ATTRIBUTES and
+  // OTEL_SERVICE_NAME (see resource.h).
+  Attributes resource_attributes;
   // How long Deliverer::stop() keeps delivering queued batches before it leaves the rest
   // in the queue.
   std::chrono::milliseconds drain_timeout{5000};

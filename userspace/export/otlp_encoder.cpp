@@ -161,11 +161,16 @@ class Writer {
   std::uint8_t* p_;
 };
 
-Attributes resource_attributes(const Resource* r) {
-  if (r == nullptr) return {};
-  Attributes attrs = r->attributes;
-  const bool has_pid = std::any_of(attrs.begin(), attrs.end(), [](const Attribute& a) { return a.key == "process.pid"; });
-  if (r->pid != 0 && !has_pid) attrs.push_back(Attribute{"process.pid", AttributeValue{static_cast<std::int64_t>(r->pid)}});
+Attributes resource_attributes(const Resource* r, const Attributes& defaults) {
+  Attributes attrs;
+  if (r != nullptr) attrs = r->attributes;
+  auto has = [&attrs](std::string_view key) {
+    return std::any_of(attrs.begin(), attrs.end(), [key](const Attribute& a) { return a.key == key; });
+  };
+  if (r != nullptr && r->pid != 0 && !has("process.pid"))
+    attrs.push_back(Attribute{"process.pid", AttributeValue{static_cast<std::int64_t>(r->pid)}});
+  for (const auto& d : defaults)
+    if (!has(d.key)) attrs.push_back(d);
   return attrs;
 }
 
@@ -173,7 +178,8 @@ Attributes resource_attributes(const Resource* r) {
 
 std::string_view edgetrace_version() { return EDGETRACE_VERSION; }
 
-OtlpEncoder::OtlpEncoder(std::string scope_name, std::string scope_version) {
+OtlpEncoder::OtlpEncoder(std::string scope_name, std::string scope_version, Attributes resource_defaults)
+    : resource_defaults_(std::move(resource_defaults)) {
   const std::size_t size = len_field_size(field::kScopeName, scope_name.size()) +
                            (scope_version.empty() ? 0 : len_field_size(field::kScopeVersion, scope_version.size()));
   scope_bytes_.resize(size);
@@ -227,7 +233,8 @@ void OtlpEncoder::encode_into(std::span<const Span> spans, std::string& out) {
   std::size_t total = 0;
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     auto& g = groups_[gi];
-    const Attributes attrs = resource_attributes(g.resource);
+    const Attributes attrs = resource_attributes(g.resource, resource_defaults_);
+    g.has_resource = g.resource != nullptr || !attrs.empty();
     g.resource_size = attributes_size(field::kResourceAttributes, attrs);
     auto& rb = resource_bytes_[gi];
     rb.resize(g.resource_size);
@@ -237,7 +244,7 @@ void OtlpEncoder::encode_into(std::span<const Span> spans, std::string& out) {
     std::size_t spans_bytes = 0;
     for (std::uint32_t k = 0; k < g.count; ++k) spans_bytes += len_field_size(field::kScopeSpansSpans, span_sizes_[order_[g.first + k]]);
     g.scope_spans_size = len_field_size(field::kScopeSpansScope, scope_bytes_.size()) + spans_bytes;
-    g.resource_spans_size = (g.resource != nullptr ? len_field_size(field::kResourceSpansResource, g.resource_size) : 0) +
+    g.resource_spans_size = (g.has_resource ? len_field_size(field::kResourceSpansResource, g.resource_size) : 0) +
                             len_field_size(field::kResourceSpansScopeSpans, g.scope_spans_size);
     total += len_field_size(field::kRequestResourceSpans, g.resource_spans_size);
   }
@@ -248,7 +255,7 @@ void OtlpEncoder::encode_into(std::span<const Span> spans, std::string& out) {
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     const auto& g = groups_[gi];
     w.tag_len(field::kRequestResourceSpans, g.resource_spans_size);
-    if (g.resource != nullptr) {
+    if (g.has_resource) {
       w.tag_len(field::kResourceSpansResource, g.resource_size);
       w.raw(resource_bytes_[gi]);
     }

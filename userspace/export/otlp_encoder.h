@@ -22,8 +22,10 @@ std::string_view edgetrace_version();
 
 class OtlpEncoder {
  public:
+  // `resource_defaults` (e.g. from OTEL_RESOURCE_ATTRIBUTES) are added to every resource
+  // that lacks the key: what the stitcher knows about a process wins.
   explicit OtlpEncoder(std::string scope_name = std::string(kScopeName),
-                       std::string scope_version = std::string(edgetrace_version()));
+                       std::string scope_version = std::string(edgetrace_version()), Attributes resource_defaults = {});
 
   // One ResourceSpans per distinct Span::resource pointer (in first-seen order), each with
   // one ScopeSpans for this encoder's scope.
@@ -37,11 +39,13 @@ class OtlpEncoder {
     std::uint32_t first = 0;  // offset into order_
     std::uint32_t count = 0;
     std::size_t resource_size = 0;
+    bool has_resource = false;
     std::size_t scope_spans_size = 0;
     std::size_t resource_spans_size = 0;
   };
 
   std::string scope_bytes_;  // the encoded InstrumentationScope message body
+  Attributes resource_defaults_;
   // Scratch state reused across calls so steady-state encoding does not allocate.
   std::vector<Group> groups_;
   std::unordered_map<const Resource*, std::uint32_t> group_of_;

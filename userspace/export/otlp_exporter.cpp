@@ -5,13 +5,18 @@
 #include "export/memory_batch_queue.h"
 
 namespace edgetrace {
+namespace {
+OtlpEncoder make_encoder(const ExporterConfig& config) {
+  return OtlpEncoder(std::string(kScopeName), std::string(edgetrace_version()), config.resource_attributes);
+}
+}  // namespace
 
 OtlpExporter::OtlpExporter(const ExporterConfig& config, std::unique_ptr<BatchQueue> queue,
                            std::chrono::milliseconds status_interval)
     : queue_(queue ? std::move(queue) : std::make_unique<MemoryBatchQueue>(config.memory_queue)),
       sender_(make_sender(config)),
       deliverer_(std::make_unique<Deliverer>(*queue_, *sender_, counters_, config.retry, config.drain_timeout)),
-      batcher_(std::make_unique<Batcher>(*queue_, counters_, config.batch)) {
+      batcher_(std::make_unique<Batcher>(*queue_, counters_, config.batch, make_encoder(config))) {
   deliverer_->start();
   if (status_interval > std::chrono::milliseconds::zero())
     status_logger_ = std::make_unique<PeriodicStatusLogger>(counters_, *queue_, status_interval);
