@@ -51,7 +51,8 @@ enum et_stat {
   ET_STAT_NON_HTTP_CONNECTIONS = 3,
   ET_STAT_CONN_TABLE_FULL = 4,    /* connection state could not be stored */
   ET_STAT_CAPTURE_FAULTS = 5,     /* user memory could not be read */
-  ET_STAT_COUNT = 6,
+  ET_STAT_INJECT_PLANNED = 6,     /* outgoing requests given a traceparent plan */
+  ET_STAT_COUNT = 7,
 };
 
 /* One HTTP/1.x request paired with its response on one connection: the whole unit the
@@ -95,6 +96,23 @@ struct et_http_exchange {
   __u8 parent_span_id[8];
 
   __u8 data[2 * ET_MAX_CAPTURE];
+};
+
+/* "traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n" */
+#define ET_TRACEPARENT_HEADER_LEN 70
+
+/* What the capture program asks the injector to insert into one outgoing send. The capture
+ * program writes it at syscall entry of a send that starts an HTTP/1.x request (keyed by the
+ * sender's pid_tgid) and deletes it at syscall exit, so a plan never outlives its syscall.
+ * The sk_msg program, running inside that same syscall, checks that the message is the one
+ * planned for (size and first bytes) before it inserts anything; on any doubt the bytes pass
+ * untouched. */
+struct et_inject_plan {
+  __u32 insert_offset;  /* just after the request line's CRLF, within this send */
+  __u32 send_length;    /* bytes the application passed to this send */
+  __u8 first_bytes[8];  /* the send's first bytes, as a second identity check */
+  __u8 header[ET_TRACEPARENT_HEADER_LEN];
+  __u8 _pad[2];
 };
 
 #define ET_EXCHANGE_HEADER_SIZE ((unsigned long)&((struct et_http_exchange *)0)->data)
