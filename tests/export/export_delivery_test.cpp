@@ -323,6 +323,28 @@ TEST_P(Delivery, StopDrainsWhatIsQueued) {
   EXPECT_EQ(receiver_->accepted_span_count(), 200u);
 }
 
+TEST_P(Delivery, ClosedQueueStillDeliversLaterPushesWithoutSpinning) {
+  auto cfg = config();
+  MemoryBatchQueue q({});
+  q.close();
+  auto sender = make_sender(cfg);
+  Deliverer d(q, *sender, counters_, cfg.retry, cfg.drain_timeout);
+  d.start();
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+  };
+  const auto cpu_before = cpu_now();
+  std::this_thread::sleep_for(300ms);
+  // A deliverer spinning on the closed queue would burn most of these 300 ms.
+  EXPECT_LT(cpu_now() - cpu_before, 100ms);
+  enqueue(q, 1, 5);
+  ASSERT_TRUE(receiver_->wait_for_spans(5, 10s));
+  d.stop();
+  EXPECT_EQ(q.stats().depth_batches, 0u);
+}
+
 TEST_P(Delivery, BatcherQueueDelivererEndToEnd) {
   auto cfg = config();
   cfg.batch = {.max_spans = 64, .max_delay = 50ms};

@@ -72,9 +72,15 @@ void Deliverer::run() {
       if (drain_expired_locked()) break;
       stopping = stopping_;
     }
+    const auto peek_start = std::chrono::steady_clock::now();
     auto batch = queue_.peek(stopping ? std::chrono::milliseconds(0) : std::chrono::milliseconds(100));
     if (!batch) {
       if (stopping) break;  // drained
+      // A closed queue answers at once; do not spin on it.
+      if (std::chrono::steady_clock::now() - peek_start < std::chrono::milliseconds(10)) {
+        std::unique_lock lock(mutex_);
+        wake_.wait_for(lock, std::chrono::milliseconds(20), [this] { return stopping_; });
+      }
       continue;
     }
     deliver(*batch);
