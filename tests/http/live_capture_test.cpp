@@ -9,7 +9,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,8 +27,6 @@
 #include <vector>
 
 #include "http/exchange.h"
-
-extern char** environ;
 
 namespace edgetrace::http {
 namespace {
@@ -173,8 +171,19 @@ class Nginx {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    pid_t pid = 0;
-    if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return;
+    // fork+exec rather than posix_spawn: the child must die with the test (PDEATHSIG) and must
+    // not hold the test's stdout/stderr open, or a crashed test would leave it serving.
+    const pid_t pid = ::fork();
+    if (pid < 0) return;
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int null_fd = ::open("/dev/null", O_RDWR);
+      ::dup2(null_fd, STDIN_FILENO);
+      ::dup2(null_fd, STDOUT_FILENO);
+      ::dup2(null_fd, STDERR_FILENO);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
     for (int i = 0; i < 200; ++i) {
       if (connect_loopback(port_).valid()) {
         pid_ = pid;
@@ -239,13 +248,14 @@ class RecordingRelay {
       }
       if (::poll(fds.data(), fds.size(), 50) < 0 && errno != EINTR) return;
       if (stop_ && live.empty()) return;
+      const std::size_t polled = live.size();  // an accept below adds one not in `fds`
       if (fds[0].revents & POLLIN) {
         auto c = std::make_unique<Connection>();
         c->client = UniqueFd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         c->server = connect_loopback(upstream_);
         if (c->client.valid() && c->server.valid()) live.push_back(std::move(c));
       }
-      for (std::size_t i = 0; i < live.size(); ++i) {
+      for (std::size_t i = 0; i < polled; ++i) {
         Connection& c = *live[i];
         if (fds[1 + 2 * i].revents) pump(c.client, c.server, c.capture.request_stream, c.client_open);
         if (fds[2 + 2 * i].revents) pump(c.server, c.client, c.capture.response_stream, c.server_open);
