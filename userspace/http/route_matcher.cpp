@@ -11,7 +11,8 @@ bool is_param_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-// Splits "/a/b/c" into "a", "b", "c"; the leading '/' is required by the caller.
+// Splits "/a/b/c" into "a", "b", "c" (the leading '/' is required by the caller) until `fn`
+// returns false.
 template <typename Fn>
 void for_each_segment(std::string_view path, Fn&& fn) {
   std::size_t pos = 1;
@@ -21,7 +22,7 @@ void for_each_segment(std::string_view path, Fn&& fn) {
       fn(path.substr(pos));
       return;
     }
-    fn(path.substr(pos, slash - pos));
+    if (!fn(path.substr(pos, slash - pos))) return;
     pos = slash + 1;
   }
 }
@@ -33,38 +34,39 @@ std::optional<std::string> RouteMatcher::validate(std::string_view pattern) {
   std::optional<std::string> error;
   bool after_rest = false;
   for_each_segment(pattern, [&](std::string_view segment) {
-    if (error) return;
     if (after_rest) {
       error = "'**' is only allowed as the last segment";
-      return;
+      return false;
     }
     if (segment == "**") {
       after_rest = true;
-      return;
+      return true;
     }
-    if (segment == "*") return;
+    if (segment == "*") return true;
     if (!segment.empty() && segment.front() == '{') {
       if (segment.size() < 3 || segment.back() != '}') {
         error = "segment '" + std::string(segment) + "' must be '{name}' with a non-empty name";
-        return;
+        return false;
       }
       for (const char c : segment.substr(1, segment.size() - 2)) {
         if (!is_param_name_char(c)) {
           error = "parameter name in '" + std::string(segment) +
                   "' may only hold letters, digits and '_'";
-          return;
+          return false;
         }
       }
-      return;
+      return true;
     }
     if (segment.find_first_of("{}*") != std::string_view::npos) {
       error = "segment '" + std::string(segment) +
               "' mixes literal text with '{', '}' or '*'; wildcards must be whole segments";
-      return;
+      return false;
     }
     if (segment.find_first_of("?#") != std::string_view::npos) {
       error = "segment '" + std::string(segment) + "' holds '?' or '#'; patterns match the path only";
+      return false;
     }
+    return true;
   });
   return error;
 }
@@ -86,6 +88,7 @@ RouteMatcher::RouteMatcher(std::vector<std::string> patterns, RouteMatcherOption
       } else {
         route.segments.push_back(Segment{SegmentKind::Literal, std::string(segment)});
       }
+      return true;
     });
     routes_.push_back(std::move(route));
   }
@@ -96,10 +99,9 @@ bool RouteMatcher::matches(const Route& route, std::string_view path) {
   bool ok = true;
   bool rest = false;
   for_each_segment(path, [&](std::string_view segment) {
-    if (!ok || rest) return;
     if (next == route.segments.size()) {
       ok = false;
-      return;
+      return false;
     }
     const Segment& want = route.segments[next++];
     switch (want.kind) {
@@ -107,6 +109,7 @@ bool RouteMatcher::matches(const Route& route, std::string_view path) {
       case SegmentKind::One: ok = !segment.empty(); break;
       case SegmentKind::Literal: ok = segment == want.literal; break;
     }
+    return ok && !rest;
   });
   if (!ok) return false;
   if (rest) return true;
