@@ -810,7 +810,11 @@ void DiskBatchQueue::flush_once(bool force) {
     {
       std::lock_guard lock(mutex_);
       files.swap(pending_sync_);
-      if (!segments_.empty()) files.push_back(segments_.back()->file);
+      if (force) {
+        for (const auto& segment : segments_) files.push_back(segment->file);
+      } else if (!segments_.empty()) {
+        files.push_back(segments_.back()->file);
+      }
     }
     for (const auto& file : files) {
       if (!file->dirty.exchange(false) && !force) continue;
