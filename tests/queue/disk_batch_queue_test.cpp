@@ -592,6 +592,26 @@ TEST(QueueStatus, ReportsDepthAgeDropsAndErrorsWhileStopped) {
       << while_running.str();
 }
 
+TEST(QueueStatus, CountersReachTheStateFileWhileRunningEvenWithALongFsyncInterval) {
+  TempDir dir;
+  auto config = small_config(dir.path());
+  config.fsync = FsyncMode::Interval;
+  config.fsync_interval = std::chrono::hours(1);
+  DiskBatchQueue queue(config);
+  EXPECT_FALSE(queue.push(std::string(128ull * 1024 * 1024, 'x'), 9));  // can never fit: dropped
+  queue.set_last_export_error("connection refused");
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  QueueDirectoryStatus status;
+  do {
+    std::this_thread::sleep_for(50ms);
+    status = inspect_queue_directory(dir.path());
+  } while (status.dropped_spans != 9 && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(status.dropped_batches, 1u);
+  EXPECT_EQ(status.dropped_spans, 9u);
+  EXPECT_EQ(status.last_export_error, "connection refused");
+  EXPECT_TRUE(status.agent_running);
+}
+
 TEST(QueueStatus, MissingDirectoryIsAnError) {
   std::ostringstream out;
   EXPECT_EQ(print_queue_status("/var/tmp/edgetrace-no-such-queue-dir", out), 2);

@@ -790,13 +790,25 @@ void DiskBatchQueue::close() {
 // Durability in the background
 
 void DiskBatchQueue::flusher_loop() {
-  const auto period = config_.fsync == FsyncMode::Interval ? config_.fsync_interval : std::chrono::milliseconds(1000);
+  // Data is synced every fsync interval (every second for the ack log under `always`); the
+  // counters for `queue status` are persisted at least every second whatever the interval.
+  const auto sync_period =
+      config_.fsync == FsyncMode::Interval ? config_.fsync_interval : std::chrono::milliseconds(1000);
+  const auto tick = std::min(sync_period, std::chrono::milliseconds(1000));
+  auto next_sync = std::chrono::steady_clock::now() + sync_period;
   std::unique_lock lock(flusher_mutex_);
   while (!stop_flusher_) {
-    flusher_wake_.wait_for(lock, period, [this] { return stop_flusher_; });
+    flusher_wake_.wait_for(lock, tick, [this] { return stop_flusher_; });
     if (stop_flusher_) break;
     lock.unlock();
-    flush_once(false);
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_sync) {
+      flush_once(false);
+      next_sync = now + sync_period;
+    } else {
+      std::lock_guard flushing(flush_mutex_);
+      write_state_file(config_.fsync != FsyncMode::Never);
+    }
     lock.lock();
   }
 }
