@@ -92,6 +92,12 @@ int main(int argc, char** argv) {
            ParseStatus s;
            return parse_requests(get, s).size();
          }));
+  ParseOptions no_generic_headers;
+  no_generic_headers.max_headers = 0;
+  report("parse_requests GET, max_headers = 0", get.size(), measure(repetitions, n, [&] {
+           ParseStatus s;
+           return parse_requests(get, s, no_generic_headers).size();
+         }));
   report("parse_requests 3 pipelined (CL + chunked)", pipelined.size(), measure(repetitions, n, [&] {
            ParseStatus s;
            return parse_requests(pipelined, s).size();

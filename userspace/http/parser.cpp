@@ -225,6 +225,8 @@ HeadResult parse_fields(std::string_view data, std::size_t& pos, std::vector<Hea
       on_field(name, value);
     }
     if (headers.size() < max_headers) {
+      // One allocation for a typical head instead of growing 1, 2, 4, 8...
+      if (headers.empty()) headers.reserve(std::min<std::size_t>(max_headers, 12));
       headers.push_back(Header{std::string(name), std::string(value)});
     } else {
       ++omitted;
