@@ -437,6 +437,9 @@ TEST(DiskBatchQueueRecovery, GarbageSegmentHeaderIsQuarantinedAndTheRestDrains) 
   for (const auto& batch : batches) EXPECT_TRUE(payload_intact(batch.payload));
   for (std::size_t i = 1; i < batches.size(); ++i) EXPECT_GT(batches[i].sequence, batches[i - 1].sequence);
   EXPECT_EQ(batches.back().sequence, 300u);
+  std::ostringstream out;
+  EXPECT_EQ(print_queue_status(dir.path(), out), 0);
+  EXPECT_NE(out.str().find("quarantined segments: 2 (2 files in quarantine/)"), std::string::npos) << out.str();
 }
 
 TEST(DiskBatchQueueRecovery, SegmentWithoutTrailerInTheMiddleIsScannedAndSealed) {

@@ -64,13 +64,11 @@ class DiskBatchQueue final : public BatchQueue {
  private:
   struct SegmentFile;
   struct Segment;
-  struct ReadTarget;
 
   void recover();
   void position_consumer_locked();
   std::shared_ptr<Segment> create_segment(std::uint64_t first_sequence);
   bool roll_active_segment();
-  bool make_room_locked(std::uint64_t needed_bytes, std::vector<std::filesystem::path>& to_delete);
   void drop_front_segment_locked(std::vector<std::filesystem::path>& to_delete);
   void reap_consumed_front_locked(std::vector<std::filesystem::path>& to_delete);
   void consume_record_locked(std::uint64_t sequence, std::uint32_t span_count, std::uint64_t record_bytes,

@@ -72,6 +72,8 @@ QueueDirectoryStatus inspect_queue_directory(const std::filesystem::path& dir) {
     status.dropped_spans = state->dropped_spans;
     status.corrupted_records = state->corrupted_records;
     status.write_errors = state->write_errors;
+    status.quarantined_segments = state->quarantined_segments;
+    status.torn_tails_truncated = state->torn_tails_truncated;
     status.last_error = state->last_error;
     status.last_export_error = state->last_export_error;
     status.counters_updated_unix_nanos = state->updated_unix_nanos;
@@ -172,7 +174,11 @@ int print_queue_status(const std::filesystem::path& dir, std::ostream& out) {
   out << "write errors:         " << status.write_errors << '\n';
   if (status.unreadable_segments > 0)
     out << "unreadable segments:  " << status.unreadable_segments << " (moved to quarantine/ on the next start)\n";
-  if (status.quarantined_files > 0) out << "quarantined files:    " << status.quarantined_files << " in quarantine/\n";
+  if (status.quarantined_files > 0 || status.quarantined_segments > 0)
+    out << "quarantined segments: " << status.quarantined_segments << " (" << status.quarantined_files
+        << " files in quarantine/)\n";
+  if (status.torn_tails_truncated > 0)
+    out << "torn tails truncated: " << status.torn_tails_truncated << " (records whose write was cut short)\n";
   out << "last error:           " << (status.last_error.empty() ? "none" : status.last_error) << '\n';
   out << "last export error:    " << (status.last_export_error.empty() ? "none" : status.last_export_error) << '\n';
   out << "counters as of:       "

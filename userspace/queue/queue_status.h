@@ -26,6 +26,8 @@ struct QueueDirectoryStatus {
   std::uint64_t dropped_spans = 0;
   std::uint64_t corrupted_records = 0;
   std::uint64_t write_errors = 0;
+  std::uint64_t quarantined_segments = 0;  // moved aside by the agent so far
+  std::uint64_t torn_tails_truncated = 0;
   std::string last_error;
   std::string last_export_error;
   std::uint64_t counters_updated_unix_nanos = 0;  // 0: no state file yet
