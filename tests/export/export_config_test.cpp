@@ -2,6 +2,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "config/config_error.h"
+#include "export/deliverer.h"
 #include "export/exporter_config.h"
 #include "export/otlp_sender.h"
 #include "export/resource.h"
@@ -253,6 +254,30 @@ TEST(RetryRules, HttpCodes) {
   for (long code : {400L, 401L, 403L, 404L, 413L, 500L, 501L}) EXPECT_EQ(classify_http_status(code, std::nullopt, "").outcome, SendResult::Outcome::Permanent) << code;
   EXPECT_TRUE(classify_http_status(200, std::nullopt, "").ok());
   EXPECT_EQ(classify_http_status(503, 3000ms, "").retry_after, std::optional(3000ms));
+}
+
+TEST(RetryRules, BackoffIsExponentialCappedAndJittered) {
+  const OtlpRetryConfig retry{.initial_backoff = 1000ms, .max_backoff = 30000ms, .max_elapsed = 0ms};
+  std::mt19937_64 rng(42);
+  auto range = [&](unsigned attempt) {
+    std::chrono::milliseconds lo = 1h, hi = 0ms;
+    for (int i = 0; i < 200; ++i) {
+      const auto d = Deliverer::backoff_delay(retry, attempt, rng);
+      lo = std::min(lo, d);
+      hi = std::max(hi, d);
+    }
+    return std::pair{lo, hi};
+  };
+  auto [lo0, hi0] = range(0);
+  EXPECT_GE(lo0, 500ms);
+  EXPECT_LE(hi0, 1000ms);
+  EXPECT_LT(lo0, hi0);  // jittered
+  auto [lo3, hi3] = range(3);
+  EXPECT_GE(lo3, 4000ms);
+  EXPECT_LE(hi3, 8000ms);
+  auto [lo20, hi20] = range(20);
+  EXPECT_GE(lo20, 15000ms);
+  EXPECT_LE(hi20, 30000ms);
 }
 
 TEST(RetryRules, RetryAfterSecondsAndHttpDate) {

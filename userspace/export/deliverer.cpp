@@ -20,6 +20,7 @@ void Deliverer::start() {
 }
 
 void Deliverer::stop() {
+  std::lock_guard one_stopper(stop_mutex_);
   std::unique_lock lock(mutex_);
   if (!thread_.joinable()) return;
   if (!stopping_) {

@@ -55,6 +55,7 @@ class Deliverer {
   std::mt19937_64 rng_;
   std::function<void(const std::string&)> error_observer_;
 
+  std::mutex stop_mutex_;  // serializes stop() callers (e.g. an explicit stop and the destructor)
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
