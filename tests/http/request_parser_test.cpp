@@ -442,3 +442,21 @@ TEST(LooksLikeStart, ConsistentWithParser) {
 
 }  // namespace
 }  // namespace edgetrace::http
+
+namespace edgetrace::http {
+namespace {
+
+TEST(RequestParser, EmptyAndWhitespaceOnlyValues) {
+  const std::string bytes = "GET / HTTP/1.1\r\nX-Empty:\r\nX-Blank:   \t \r\nHost:h\r\n\r\n";
+  ParseStatus status;
+  const auto requests = parse_requests(bytes, status);
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(status.stop, ParseStop::Complete);
+  ASSERT_EQ(requests[0].headers.size(), 3u);
+  EXPECT_EQ(requests[0].headers[0].value, "");
+  EXPECT_EQ(requests[0].headers[1].value, "");
+  EXPECT_EQ(requests[0].host, "h");
+}
+
+}  // namespace
+}  // namespace edgetrace::http

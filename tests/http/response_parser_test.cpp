@@ -187,3 +187,33 @@ TEST(ResponseParser, UntilCloseAndProtocolSwitchAreNotUnknown) {
 
 }  // namespace
 }  // namespace edgetrace::http
+
+namespace edgetrace::http {
+namespace {
+
+TEST(ResponseParser, CutHeadRequestStillFramesItsResponse) {
+  ParseStatus request_status;
+  const auto requests = parse_requests("HEAD /very/long/pa", request_status);
+  ASSERT_EQ(requests.size(), 1u);
+  ASSERT_FALSE(requests[0].start_line_complete);
+  ParseStatus status;
+  const auto responses = parse_responses(
+      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", status,
+      requests);
+  ASSERT_EQ(responses.size(), 2u);
+  EXPECT_EQ(status.stop, ParseStop::Complete);
+}
+
+TEST(ResponseParser, StopReasonsHaveDistinctNames) {
+  std::vector<std::string_view> names;
+  for (int s = 0; s <= static_cast<int>(ParseStop::MessageLimit); ++s) {
+    const std::string_view name = to_string(static_cast<ParseStop>(s));
+    EXPECT_FALSE(name.empty());
+    EXPECT_NE(name, "unknown");
+    for (const auto& other : names) EXPECT_NE(name, other);
+    names.push_back(name);
+  }
+}
+
+}  // namespace
+}  // namespace edgetrace::http
