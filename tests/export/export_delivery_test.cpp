@@ -225,6 +225,22 @@ TEST_P(Delivery, PermanentAnswersDropTheBatchWithoutRetry) {
   }
 }
 
+TEST_P(Delivery, TimeoutIsRetryable) {
+  auto cfg = config();
+  cfg.timeout = 300ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  deliver_with({Reply::delayed(Reply::ok(), 1500ms), Reply::ok()}, cfg);
+  EXPECT_EQ(receiver_->request_count(), 2u);
+  const auto reqs = receiver_->requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  // The retry went out once the client gave up, well before the slow answer.
+  EXPECT_LT(reqs[1].at - reqs[0].at, 1400ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  const auto s = counters_.snapshot();
+  EXPECT_EQ(s.retries, 1u);
+  EXPECT_EQ(s.exported_spans, 5u);
+}
+
 TEST_P(Delivery, PartialSuccessIsCountedNotRetried) {
   deliver_with({Reply::partial_success(2, "two spans too old")}, config());
   EXPECT_EQ(receiver_->request_count(), 1u);

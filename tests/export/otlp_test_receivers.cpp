@@ -41,6 +41,11 @@ UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
 
 Reply Reply::ok() { return Reply{}; }
 
+Reply Reply::delayed(Reply reply, std::chrono::milliseconds delay) {
+  reply.delay = delay;
+  return reply;
+}
+
 Reply Reply::partial_success(std::int64_t rejected, std::string message) {
   Reply r;
   r.kind = Kind::PartialSuccess;
@@ -221,6 +226,7 @@ class GrpcOtlpReceiver::Service final : public otlp::collector::trace::v1::Trace
     r.answer = owner_.next_reply();
     const Reply answer = r.answer;
     owner_.record(std::move(r));
+    if (answer.delay.count() > 0) std::this_thread::sleep_for(answer.delay);
     switch (answer.kind) {
       case Reply::Kind::Ok: return grpc::Status::OK;
       case Reply::Kind::PartialSuccess:
@@ -557,7 +563,9 @@ void HttpOtlpReceiver::serve_connection(UniqueFd fd) {
           break;
       }
     }
+    const auto delay = r.answer.delay;
     record(std::move(r));
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
     if (!conn.write_all(response) || close) return;
   }
 }

@@ -59,8 +59,11 @@ struct Reply {
   std::optional<std::string> retry_after;               // HTTP: Retry-After header verbatim
   std::int64_t rejected_spans = 0;
   std::string message;
+  std::chrono::milliseconds delay{0};  // wait this long before answering (timeouts)
 
   static Reply ok();
+  // Answers like `reply`, but only after `delay`.
+  static Reply delayed(Reply reply, std::chrono::milliseconds delay);
   static Reply partial_success(std::int64_t rejected, std::string message);
   // gRPC UNAVAILABLE / HTTP 503.
   static Reply unavailable();
