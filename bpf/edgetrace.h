@@ -115,6 +115,25 @@ struct et_inject_plan {
   __u8 _pad[2];
 };
 
+/* Counters in the injector's per-CPU `et_inject_stats` array (bpf/inject.bpf.c); userspace
+ * sums them across CPUs. Verdict counters count sk_msg verdict calls: a send larger than one
+ * scatterlist (a few pages) reaches the verdict program once per chunk. */
+enum et_inject_stat {
+  ET_INJECT_STAT_INJECTED = 0,          /* header inserted and written */
+  ET_INJECT_STAT_NO_PLAN = 1,           /* verdict call with no plan for this thread */
+  ET_INJECT_STAT_SIZE_MISMATCH = 2,     /* message larger than the planned send */
+  ET_INJECT_STAT_BEYOND_CHUNK = 3,      /* insert offset not inside this chunk */
+  ET_INJECT_STAT_CONTENT_MISMATCH = 4,  /* first bytes or the CRLF before the offset differ */
+  ET_INJECT_STAT_BAD_PLAN = 5,          /* header is not a well-formed traceparent line */
+  ET_INJECT_STAT_UNSAFE_SOCKET = 6,     /* send buffer/memory state could split the header */
+  ET_INJECT_STAT_PUSH_FAILED = 7,       /* bpf_msg_push_data refused: nothing inserted */
+  ET_INJECT_STAT_WRITE_FAILED = 8,      /* inserted bytes could not be written: popped again */
+  ET_INJECT_STAT_DROPPED = 9,           /* could not pop either: chunk dropped (never seen) */
+  ET_INJECT_STAT_SOCKETS_TRACKED = 10,  /* outgoing connections added to the sockhash */
+  ET_INJECT_STAT_SOCKHASH_FAILED = 11,  /* outgoing connections the sockhash refused */
+  ET_INJECT_STAT_COUNT = 12,
+};
+
 #define ET_EXCHANGE_HEADER_SIZE ((unsigned long)&((struct et_http_exchange *)0)->data)
 
 #endif /* EDGETRACE_SHARED_H */
