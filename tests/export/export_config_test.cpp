@@ -124,6 +124,12 @@ TEST(ExporterConfig, HttpEndpointFromGenericVariableAppendsSignalPath) {
             "http://collector:4318/custom/traces");
 }
 
+TEST(ExporterConfig, GrpcEndpointAcceptsResolverTargets) {
+  EXPECT_EQ(parse("endpoint: dns:///collector:4317").endpoint, "dns:///collector:4317");
+  EXPECT_EQ(parse("endpoint: unix:///run/otel.sock").endpoint, "unix:///run/otel.sock");
+  expect_error([] { parse("endpoint: gopher://collector:70"); }, "exporter.endpoint");
+}
+
 TEST(ExporterConfig, GrpcEndpointIsUsedAsIs) {
   EXPECT_EQ(from_env({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"}}).endpoint, "http://collector:4317");
   EXPECT_EQ(from_env({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317/"}}).endpoint, "https://collector:4317/");

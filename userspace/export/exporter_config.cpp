@@ -123,8 +123,15 @@ void validate_endpoint(const std::string& endpoint, OtlpProtocol protocol, std::
   if (protocol == OtlpProtocol::HttpProtobuf && !has_scheme(endpoint, "http") && !has_scheme(endpoint, "https"))
     fail(where, "an http/protobuf endpoint must be an http:// or https:// URL, got '" + endpoint + "'");
   if (protocol == OtlpProtocol::Grpc && endpoint.find("://") != std::string::npos && !has_scheme(endpoint, "http") &&
-      !has_scheme(endpoint, "https"))
-    fail(where, "a grpc endpoint takes http://, https:// or no scheme, got '" + endpoint + "'");
+      !has_scheme(endpoint, "https")) {
+    // Other URIs are gRPC resolver targets; accept the resolvers gRPC ships.
+    const auto l = lower(endpoint);
+    const bool resolver = l.starts_with("dns:") || l.starts_with("unix:") || l.starts_with("unix-abstract:") ||
+                          l.starts_with("ipv4:") || l.starts_with("ipv6:");
+    if (!resolver)
+      fail(where, "a grpc endpoint takes http://, https://, host:port or a gRPC target (dns:, unix:, ipv4:, ipv6:), got '" +
+                      endpoint + "'");
+  }
   for (char c : endpoint)
     if (std::isspace(static_cast<unsigned char>(c))) fail(where, "endpoint contains whitespace");
 }
