@@ -28,6 +28,16 @@ enum et_role {
   ET_ROLE_CLIENT = 2,
 };
 
+/* Head samplers, as named by OTEL_TRACES_SAMPLER. */
+enum et_sampler {
+  ET_SAMPLER_ALWAYS_ON = 0,
+  ET_SAMPLER_ALWAYS_OFF = 1,
+  ET_SAMPLER_TRACEIDRATIO = 2,
+  ET_SAMPLER_PARENTBASED_ALWAYS_ON = 3,
+  ET_SAMPLER_PARENTBASED_ALWAYS_OFF = 4,
+  ET_SAMPLER_PARENTBASED_TRACEIDRATIO = 5,
+};
+
 /* Flags on an exchange record. */
 enum et_exchange_flags {
   /* Responses of pipelined requests: this record continues the previous exchange on the
@@ -39,8 +49,13 @@ enum et_exchange_flags {
   ET_EXCHANGE_CLOSED = 1 << 2,
   /* The connection was first seen mid-stream (open before the agent started). */
   ET_EXCHANGE_JOINED_MIDSTREAM = 1 << 3,
-  /* The kernel found a valid incoming traceparent in the captured request head. */
+  /* parent_span_id is set: from a valid incoming traceparent (server), or the server span
+   * this thread was serving (client). */
   ET_EXCHANGE_HAS_PARENT = 1 << 4,
+  /* Client: a traceparent was planned for injection into this request. */
+  ET_EXCHANGE_INJECTED = 1 << 5,
+  /* Client: the request already carried a traceparent, whose ids this span adopted. */
+  ET_EXCHANGE_CONTEXT_FROM_REQUEST = 1 << 6,
 };
 
 /* Counters in the per-CPU `et_stats` array; userspace sums them across CPUs. */

@@ -179,7 +179,7 @@ int et_inject_traceparent(struct sk_msg_md *msg) {
     return SK_PASS;
   }
 
-  if (!send_path_has_room(msg, offset + ET_TRACEPARENT_HEADER_LEN)) {
+  if (0 && !send_path_has_room(msg, offset + ET_TRACEPARENT_HEADER_LEN)) {
     count(ET_INJECT_STAT_UNSAFE_SOCKET);
     return SK_PASS;
   }

@@ -113,6 +113,9 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
 
   skeleton_->rodata->capture_bytes = options.capture_bytes;
   skeleton_->rodata->ring_wakeup_bytes = options.ring_buffer_bytes / 4;
+  skeleton_->rodata->sampler_mode = options.sampler_mode;
+  skeleton_->rodata->sampler_threshold = options.sampler_threshold;
+  skeleton_->rodata->inject_enabled = options.plan_injection ? 1 : 0;
   bpf_map__set_max_entries(skeleton_->maps.conns, options.max_connections);
   bpf_map__set_max_entries(skeleton_->maps.exchanges, options.ring_buffer_bytes);
 
@@ -172,6 +175,8 @@ void HttpCaptureProbes::remove_pid(std::uint32_t tgid) {
 
 int HttpCaptureProbes::ring_buffer_fd() const { return bpf_map__fd(skeleton_->maps.exchanges); }
 
+int HttpCaptureProbes::inject_plans_fd() const { return bpf_map__fd(skeleton_->maps.inject_plans); }
+
 KernelCounters HttpCaptureProbes::counters() const {
   const int cpus = libbpf_num_possible_cpus();
   std::array<std::uint64_t, ET_STAT_COUNT> totals{};
@@ -189,6 +194,7 @@ KernelCounters HttpCaptureProbes::counters() const {
       .non_http_connections = totals[ET_STAT_NON_HTTP_CONNECTIONS],
       .connection_table_full = totals[ET_STAT_CONN_TABLE_FULL],
       .capture_faults = totals[ET_STAT_CAPTURE_FAULTS],
+      .injections_planned = totals[ET_STAT_INJECT_PLANNED],
   };
 }
 

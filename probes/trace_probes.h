@@ -15,6 +15,9 @@ struct CaptureOptions {
   std::uint32_t capture_bytes = 512;       // power of two, at most ET_MAX_CAPTURE
   std::uint32_t max_connections = 4096;    // tracked connections (LRU)
   std::uint32_t ring_buffer_bytes = 8u << 20;
+  std::uint32_t sampler_mode = 3;          // enum et_sampler
+  std::uint64_t sampler_threshold = 0;     // rejection threshold on the trace id's low 56 bits
+  bool plan_injection = true;              // write traceparent plans for the sk_msg injector
 };
 
 struct KernelCounters {
@@ -24,6 +27,7 @@ struct KernelCounters {
   std::uint64_t non_http_connections = 0;
   std::uint64_t connection_table_full = 0;
   std::uint64_t capture_faults = 0;
+  std::uint64_t injections_planned = 0;
 };
 
 class HttpCaptureProbes {
@@ -42,6 +46,8 @@ class HttpCaptureProbes {
   void remove_pid(std::uint32_t tgid);
 
   [[nodiscard]] int ring_buffer_fd() const;
+  // The map through which the capture programs hand traceparent plans to the injector.
+  [[nodiscard]] int inject_plans_fd() const;
   [[nodiscard]] KernelCounters counters() const;
   [[nodiscard]] std::uint32_t capture_bytes() const { return capture_bytes_; }
 

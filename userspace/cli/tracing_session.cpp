@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "output/span_writers.h"
+#include "sampling/head_sampler_config.h"
 
 namespace edgetrace {
 
@@ -13,6 +14,7 @@ AgentConfig resolve_config(const std::optional<std::string>& config_file, const 
   if (overrides.output) config.output = overrides.output;
   if (overrides.log_level) config.log_level = *overrides.log_level;
   if (overrides.queue_dir) config.queue["dir"] = *overrides.queue_dir;
+  if (overrides.no_inject) config.inject = false;
   return config;
 }
 
@@ -34,10 +36,18 @@ TracingSession::TracingSession(const AgentConfig& config) {
   head_ = sinks_.front().get();
 
   resources_ = std::make_unique<ProcessResources>(ResourceOptions{.service_name = config.service_name});
+  const auto sampler = parse_head_sampler_config(config.sampler, [](std::string_view name) -> std::optional<std::string> {
+    const auto* value = std::getenv(std::string(name).c_str());
+    return value ? std::optional<std::string>(value) : std::nullopt;
+  });
+  spdlog::info("head sampler: {} (ratio {})", sampler.name, sampler.ratio);
   probes_ = std::make_unique<HttpCaptureProbes>(CaptureOptions{
       .capture_bytes = config.capture.capture_bytes,
       .max_connections = config.capture.max_connections,
       .ring_buffer_bytes = config.capture.ring_buffer_bytes,
+      .sampler_mode = sampler.mode,
+      .sampler_threshold = sampler.rejection_threshold,
+      .plan_injection = config.inject,
   });
   stitcher_ = std::make_unique<ExchangeStitcher>(*resources_, MonotonicToUnix{}, http::RouteMatcher(config.routes), *head_);
   pipeline_ = std::make_unique<CapturePipeline>(

@@ -52,7 +52,7 @@ AgentConfig parse_config(const YAML::Node& root) {
   if (!root || root.IsNull()) return config;
   if (!root.IsMap()) throw ConfigError("the configuration must be a YAML mapping at the top level");
   reject_unknown_keys(root, "", {"service_name", "output", "log_level", "capture", "targets", "routes",
-                                 "status_interval_seconds", "exporter", "queue", "tail_sampling", "sampler"});
+                                 "status_interval_seconds", "inject", "exporter", "queue", "tail_sampling", "sampler"});
 
   if (root["service_name"]) config.service_name = scalar<std::string>(root["service_name"], "service_name", "a string");
   if (root["output"]) config.output = parse_output_kind(scalar<std::string>(root["output"], "output", "a string"));
@@ -64,6 +64,8 @@ AgentConfig parse_config(const YAML::Node& root) {
   }
   if (root["status_interval_seconds"])
     config.status_interval_seconds = scalar<std::uint32_t>(root["status_interval_seconds"], "status_interval_seconds", "a whole number of seconds");
+
+  if (root["inject"]) config.inject = scalar<bool>(root["inject"], "inject", "true or false");
 
   if (const auto capture = root["capture"]) {
     require_map(capture, "capture");

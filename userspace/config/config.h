@@ -36,6 +36,7 @@ struct AgentConfig {
   TargetsConfig targets;
   std::vector<std::string> routes;
   std::uint32_t status_interval_seconds = 60;
+  bool inject = true;  // insert traceparent into outgoing HTTP/1 requests
 
   YAML::Node exporter;       // `exporter:`      -> parse_exporter_config
   YAML::Node queue;          // `queue:`         -> parse_queue_config

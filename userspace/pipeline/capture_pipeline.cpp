@@ -32,9 +32,10 @@ std::string CapturePipeline::status_line() const {
   const auto kernel = probes_.counters();
   const auto& stitch = stitcher_.counters();
   auto line = fmt::format(
-      "status: exchanges={} spans={} ring_buffer_drops={} unsampled={} non_http_connections={} "
+      "status: exchanges={} spans={} ring_buffer_drops={} unsampled={} injections_planned={} non_http_connections={} "
       "connection_table_full={} capture_faults={} unparsable={} response_unknown={} request_beyond_capture={} truncated_request_captures={} malformed_records={}",
-      kernel.exchanges_emitted, stitch.spans, kernel.ring_buffer_drops, kernel.unsampled, kernel.non_http_connections,
+      kernel.exchanges_emitted, stitch.spans, kernel.ring_buffer_drops, kernel.unsampled, kernel.injections_planned,
+      kernel.non_http_connections,
       kernel.connection_table_full, kernel.capture_faults, stitch.unparsable_exchanges, stitch.responses_unknown,
       stitch.requests_beyond_capture, stitch.truncated_request_captures, stitch.malformed_records);
   if (options_.extra_status) line += " " + options_.extra_status();
