@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <random>
 #include <thread>
@@ -48,6 +49,26 @@ static_assert(sizeof(Report) <= PIPE_BUF, "reports must be written atomically");
       }
     }
   }
+}
+
+// For a failure message: what each segment file holds according to a full scan.
+std::string describe_segments(const std::filesystem::path& dir) {
+  std::string text;
+  for (const auto& file : queue_test::segment_files(dir)) {
+    const auto size = std::filesystem::file_size(file);
+    text += "\n  " + file.filename().string() + " size " + std::to_string(size);
+    queue::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    const auto scan = queue::scan_segment(fd.get(), queue::kSegmentHeaderSize, size, true);
+    text += " scan " + std::to_string(scan.first_sequence) + ".." + std::to_string(scan.last_sequence) + " n=" +
+            std::to_string(scan.record_count) + " valid_end=" + std::to_string(scan.valid_end);
+    queue::TrailerBytes bytes;
+    if (size >= queue::kSegmentHeaderSize + queue::kTrailerSize &&
+        queue::pread_fully(fd.get(), bytes.data(), bytes.size(), size - queue::kTrailerSize))
+      if (auto trailer = queue::decode_trailer(bytes.data()))
+        text += " trailer " + std::to_string(trailer->first_sequence) + ".." +
+                std::to_string(trailer->last_sequence) + " n=" + std::to_string(trailer->record_count);
+  }
+  return text;
 }
 
 void run_crash_loop(FsyncMode fsync, const int kIterations) {
@@ -122,21 +143,7 @@ void run_crash_loop(FsyncMode fsync, const int kIterations) {
     acked_floor = stats.acknowledged_sequence;
     // Everything reported and unconsumed is still there; at most one unreported push on top.
     if (stats.depth_batches < expected.size()) {
-      std::string files;
-      for (const auto& file : queue_test::segment_files(config.dir)) {
-        const auto size = std::filesystem::file_size(file);
-        files += "\n  " + file.filename().string() + " size " + std::to_string(size);
-        int fd = ::open(file.c_str(), O_RDONLY);
-        auto scan = queue::scan_segment(fd, queue::kSegmentHeaderSize, size, true);
-        files += " scan first " + std::to_string(scan.first_sequence) + " last " + std::to_string(scan.last_sequence) +
-                 " count " + std::to_string(scan.record_count) + " valid_end " + std::to_string(scan.valid_end);
-        queue::TrailerBytes bytes;
-        if (size >= 80 && queue::pread_fully(fd, bytes.data(), bytes.size(), size - 48))
-          if (auto t = queue::decode_trailer(bytes.data()))
-            files += " trailer " + std::to_string(t->first_sequence) + ".." + std::to_string(t->last_sequence) +
-                     " n=" + std::to_string(t->record_count) + " end=" + std::to_string(t->data_end);
-        ::close(fd);
-      }
+      const std::string files = describe_segments(config.dir);
       std::string missing;
       std::map<std::uint64_t, bool> present;
       while (auto batch = queue.peek(0ms)) {
