@@ -26,10 +26,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_ESTABLISHED 1
 #define TCP_CLOSE_WAIT 8
 
-/* The insertion only happens while the send queue has this much room beyond twice the bytes
- * up to the end of the header: enough that TCP accepts them without waiting for memory
- * (a wait could end in a partial send that cuts the header; see injection.md). */
-#define SEND_BUFFER_MARGIN (16 * 1024)
+/* Upper bound on the send-queue accounting of one new skb beyond its payload (its truesize
+ * without data is about 1 KiB on x86-64; doubled for safety). */
+#define SKB_OVERHEAD_BOUND 4096
 
 /* Same definition as in http_capture.bpf.c: the loader makes both objects use one map. */
 struct {
@@ -103,9 +102,15 @@ static __always_inline bool send_path_has_room(struct sk_msg_md *msg, __u32 need
   if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT) return false;
   if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN)) return false;
 
+  /* TCP checks the send queue against sk_sndbuf before every new skb (tcp_sendmsg_locked):
+   * the first `needed` bytes fill at most needed/mss + 2 new skbs, and must all be queued
+   * before the check can fail. */
+  const __u32 mss = tp->mss_cache;
+  if (mss < 64) return false;
   const __s64 queued = sk->sk_wmem_queued;
   const __s64 sndbuf = sk->sk_sndbuf;
-  if (queued + 2 * (__s64)needed + SEND_BUFFER_MARGIN >= sndbuf) return false;
+  const __s64 growth = (__s64)needed + (__s64)(needed / mss + 2) * SKB_OVERHEAD_BOUND;
+  if (queued + growth >= sndbuf) return false;
 
   __u32 lowat = tp->notsent_lowat;
   if (lowat == 0) lowat = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.sysctl_tcp_notsent_lowat);
@@ -179,7 +184,7 @@ int et_inject_traceparent(struct sk_msg_md *msg) {
     return SK_PASS;
   }
 
-  if (0 && !send_path_has_room(msg, offset + ET_TRACEPARENT_HEADER_LEN)) {
+  if (!send_path_has_room(msg, offset + ET_TRACEPARENT_HEADER_LEN)) {
     count(ET_INJECT_STAT_UNSAFE_SOCKET);
     return SK_PASS;
   }

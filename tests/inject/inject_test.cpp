@@ -3,6 +3,9 @@
 // (keyed by its own pid_tgid) and checks every byte a recording server receives.
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -224,6 +227,79 @@ TEST_P(InjectTest, LargeSendIsInjectedOnceInItsFirstChunk) {
   std::printf("4 MiB send: %llu verdict calls\n", static_cast<unsigned long long>(counters.no_plan + 1));
 }
 
+// A non-blocking sender whose send buffer is nearly full: TCP could stop inside the request
+// line or the header and the byte count returned would then be off by the inserted bytes, so
+// the guard leaves the send untouched. The peer reads slowly until the planned send gets in.
+TEST_P(InjectTest, NearlyFullSendBufferIsNotInjected) {
+  const int family = GetParam();
+  UniqueFd listener(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_GE(listener.get(), 0);
+  const int small = 16384;
+  ASSERT_EQ(::setsockopt(listener.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  sockaddr_storage address{};
+  socklen_t length = 0;
+  if (family == AF_INET) {
+    auto& in4 = reinterpret_cast<sockaddr_in&>(address);
+    in4.sin_family = AF_INET;
+    in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    length = sizeof(in4);
+  } else {
+    auto& in6 = reinterpret_cast<sockaddr_in6&>(address);
+    in6.sin6_family = AF_INET6;
+    in6.sin6_addr = in6addr_loopback;
+    length = sizeof(in6);
+  }
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
+  ASSERT_EQ(::listen(listener.get(), 1), 0);
+  ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const auto port = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in&>(address).sin_port
+                                            : reinterpret_cast<sockaddr_in6&>(address).sin6_port);
+  Client client(family, port);
+  UniqueFd peer(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_GE(peer.get(), 0);
+  const int sndbuf = 65536;
+  ASSERT_EQ(::setsockopt(client.fd(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+  ASSERT_EQ(::fcntl(client.fd(), F_SETFL, O_NONBLOCK), 0);
+
+  std::string sent;
+  const std::string filler(4096, 'f');
+  while (client.send_once(filler) > 0) sent += filler;
+
+  const std::string request(kSimpleRequest);
+  const auto plan = make_plan(request, random_traceparent_header(rng_));
+  std::string received;
+  std::vector<char> buffer(1024);
+  long written = -EAGAIN;
+  for (int attempt = 0; attempt < 2000 && written == -EAGAIN; ++attempt) {
+    const ssize_t n = ::read(peer.get(), buffer.data(), buffer.size());
+    ASSERT_GT(n, 0);
+    received.append(buffer.data(), static_cast<std::size_t>(n));
+    ::usleep(200);
+    put_plan(plans(), plan);
+    written = client.send_once(request);
+  }
+  ASSERT_GT(written, 0) << "the send buffer never drained";
+  EXPECT_FALSE(plan_present(plans())) << "the verdict program saw the send";
+  sent += request.substr(0, static_cast<std::size_t>(written));
+  ASSERT_EQ(::fcntl(client.fd(), F_SETFL, 0), 0);
+  const std::string rest = request.substr(static_cast<std::size_t>(written));
+  if (!rest.empty()) {
+    ASSERT_EQ(client.send_once(rest), static_cast<long>(rest.size()));
+    sent += rest;
+  }
+  client.close();
+  for (;;) {
+    const ssize_t n = ::read(peer.get(), buffer.data(), buffer.size());
+    ASSERT_GE(n, 0);
+    if (n == 0) break;
+    received.append(buffer.data(), static_cast<std::size_t>(n));
+  }
+  EXPECT_TRUE(received == sent) << "the stream differs from what the application sent";
+  const auto counters = injector_->counters();
+  EXPECT_EQ(counters.unsafe_socket, 1u);
+  EXPECT_EQ(counters.injected, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, InjectTest, ::testing::Values(AF_INET, AF_INET6),
                          [](const ::testing::TestParamInfo<int>& info) { return family_name(info.param); });
 
@@ -267,7 +343,8 @@ class RequestGenerator {
     const auto bucket = rng_() % 100;
     if (bucket < 60) return rng_() % 2048;
     if (bucket < 90) return rng_() % 16384;
-    return rng_() % 65537;
+    if (bucket < 99) return rng_() % 65537;
+    return (256u << 10) + rng_() % (768u << 10);  // several verdict chunks per send
   }
   std::string token(std::size_t length) {
     static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789-_";
