@@ -315,7 +315,10 @@ std::shared_ptr<DiskBatchQueue::Segment> DiskBatchQueue::create_segment(std::uin
     record_error_locked("cannot create segment " + file->path.string() + ": " + errno_text(error));
     return nullptr;
   }
-  if (config_.fsync == FsyncMode::Interval) file->dirty = true;
+  if (config_.fsync == FsyncMode::Interval) {
+    file->dirty = true;
+    directory_dirty_ = true;  // the new name must be durable too, not just the file's data
+  }
   auto segment = std::make_shared<Segment>();
   segment->first_sequence = first_sequence;
   segment->file = std::move(file);
@@ -836,7 +839,7 @@ void DiskBatchQueue::flush_once(bool force) {
         record_error_locked("fdatasync " + file->path.string() + ": " + errno_text(errno));
       }
     }
-    if (force) queue::fsync_directory(segment_dir_);
+    if (directory_dirty_.exchange(false) || force) queue::fsync_directory(segment_dir_);
   }
   if (config_.fsync != FsyncMode::Never || force) {
     std::lock_guard ack_lock(ack_mutex_);

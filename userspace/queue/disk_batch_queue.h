@@ -2,6 +2,7 @@
 // in docs/queue.md). One producer thread pushes; one consumer thread peeks and acknowledges.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -104,6 +105,7 @@ class DiskBatchQueue final : public BatchQueue {
   std::uint64_t peeked_next_offset_ = 0;
   bool closed_ = false;
   std::vector<std::shared_ptr<SegmentFile>> pending_sync_;
+  std::atomic<bool> directory_dirty_{false};  // a segment was created since the last directory fsync
   std::uint64_t dropped_batches_ = 0;
   std::uint64_t dropped_spans_ = 0;
   std::uint64_t corrupted_records_ = 0;
