@@ -145,9 +145,10 @@ int et_inject_traceparent(struct sk_msg_md *msg) {
     count(ET_INJECT_STAT_SIZE_MISMATCH);
     return SK_PASS;
   }
-  /* The request line is at least "X / HTTP/1.1\r\n"; the header goes strictly inside the
-   * chunk (bpf_msg_push_data at the very end of a message is not relied on). */
-  if (offset < 10 || offset >= size) {
+  /* The request line is at least "X / HTTP/1.1\r\n". An offset equal to the size (a send
+   * holding just the request line) appends: kernels before the late-2024 push_data fixes
+   * refuse that with -EINVAL, having changed nothing (counted as push_failed). */
+  if (offset < 10 || offset > size) {
     count(ET_INJECT_STAT_BEYOND_CHUNK);
     return SK_PASS;
   }

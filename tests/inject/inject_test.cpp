@@ -141,7 +141,7 @@ TEST_P(InjectTest, PlansThatDoNotMatchTheSendLeaveItUnchangedAndAreConsumed) {
   no_crlf.header[69] = ' ';
   send_with(no_crlf);
 
-  send_with(make_plan(request, header, static_cast<std::uint32_t>(request.size())));  // beyond the send
+  send_with(make_plan(request, header, static_cast<std::uint32_t>(request.size() + 1)));  // beyond the send
 
   EXPECT_EQ(finish(client, family), expected);
   const auto counters = injector_->counters();
@@ -204,6 +204,21 @@ TEST_P(InjectTest, DetachedCgroupsNewConnectionsAreNotTracked) {
   remove_plan(plans());
   EXPECT_EQ(finish(client, family), kSimpleRequest);
   EXPECT_EQ(injector_->counters().sockets_tracked, 0u);
+}
+
+// Clients that write the request line on its own: the header is appended to that send and
+// the rest of the head follows in the next one.
+TEST_P(InjectTest, RequestLineSentAloneGetsTheHeaderAppended) {
+  const int family = GetParam();
+  Client client(family, server(family).port());
+  const std::string line = "GET /only-the-line HTTP/1.1\r\n";
+  const std::string rest = "Host: localhost\r\n\r\n";
+  const auto plan = make_plan(line, random_traceparent_header(rng_));
+  put_plan(plans(), plan);
+  EXPECT_EQ(client.send_once(line), static_cast<long>(line.size()));
+  EXPECT_EQ(client.send_once(rest), static_cast<long>(rest.size()));
+  EXPECT_EQ(finish(client, family), with_header(line, plan) + rest);
+  EXPECT_EQ(injector_->counters().injected, 1u);
 }
 
 // tcp_bpf hands a large send to the verdict program in several chunks (one scatterlist of at
@@ -389,8 +404,8 @@ std::vector<Send> connection_script(std::mt19937_64& rng, std::size_t requests) 
     } else if (kind < 30) {
       auto whole = generator.request();
       const auto line_end = whole.find("\r\n") + 2;
-      // Split strictly after the request line, so the first send holds it and more.
-      const auto split = line_end + 1 + rng() % (whole.size() - line_end);
+      // The first send holds the request line, alone or with more of the request.
+      const auto split = line_end + rng() % (whole.size() - line_end + 1);
       if (split >= whole.size()) {
         add(std::move(whole), true);
       } else {
