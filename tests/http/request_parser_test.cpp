@@ -460,3 +460,22 @@ TEST(RequestParser, EmptyAndWhitespaceOnlyValues) {
 
 }  // namespace
 }  // namespace edgetrace::http
+
+namespace edgetrace::http {
+namespace {
+
+TEST(RequestParser, EffectiveAuthorityPrefersTheTarget) {
+  ParseStatus status;
+  auto requests = parse_requests("GET http://origin.example:81/x HTTP/1.1\r\nHost: proxy\r\n\r\n"
+                                 "CONNECT db:5432 HTTP/1.1\r\nHost: other\r\n\r\n"
+                                 "GET /y HTTP/1.1\r\nHost: plain\r\n\r\n",
+                                 status);
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].effective_authority(), "origin.example:81");
+  EXPECT_EQ(requests[0].host, "proxy");
+  EXPECT_EQ(requests[1].effective_authority(), "db:5432");
+  EXPECT_EQ(requests[2].effective_authority(), "plain");
+}
+
+}  // namespace
+}  // namespace edgetrace::http

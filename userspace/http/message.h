@@ -90,6 +90,12 @@ struct ParsedRequest {
 
   // Case-insensitive lookup among `headers` (so only finds what fit under max_headers).
   [[nodiscard]] const Header* find_header(std::string_view name) const;
+
+  // The authority the request was addressed to: the target's for absolute-form (a recipient
+  // must then ignore Host, RFC 9112 3.2.2) and authority-form, else the Host field.
+  [[nodiscard]] std::string_view effective_authority() const {
+    return authority.empty() ? std::string_view(host) : std::string_view(authority);
+  }
 };
 
 struct ParsedResponse {
