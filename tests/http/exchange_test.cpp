@@ -92,6 +92,20 @@ TEST(PairExchange, CutRequestLineStillPairs) {
   EXPECT_EQ(statuses_by_request(e), (std::vector<std::optional<int>>{414}));
 }
 
+TEST(PairExchange, AllMessagesKnownNeedsTheWholeStream) {
+  const std::string two = "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+  ParseStatus status;
+  (void)parse_requests(two, status);
+  EXPECT_EQ(status.stop, ParseStop::Complete);
+  EXPECT_TRUE(status.all_messages_known(two.size()));
+  // The capture ended on a boundary but the kernel saw more bytes: a third may exist.
+  EXPECT_FALSE(status.all_messages_known(two.size() + 100));
+  (void)parse_requests(two.substr(0, 25), status);
+  EXPECT_FALSE(status.all_messages_known(25));
+  (void)parse_responses("HTTP/1.0 200 OK\r\n\r\nbody of unknown length", status);
+  EXPECT_TRUE(status.all_messages_known(100000));
+}
+
 TEST(PairExchange, EmptySides) {
   const Pairing p = pair_exchange({}, {});
   EXPECT_TRUE(p.pairs.empty());

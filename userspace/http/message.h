@@ -42,6 +42,14 @@ struct ParseStatus {
     return stop != ParseStop::Complete && stop != ParseStop::BodyUntilClose &&
            stop != ParseStop::ProtocolSwitched;
   }
+
+  // With the kernel's count of bytes seen on this side (request_bytes / response_bytes): true
+  // when no message of this side can be missing from the result, because parsing ended for a
+  // reason that rules out further messages or the capture held every byte and all of it parsed.
+  [[nodiscard]] bool all_messages_known(std::uint64_t total_bytes_seen) const {
+    if (stop == ParseStop::BodyUntilClose || stop == ParseStop::ProtocolSwitched) return true;
+    return stop == ParseStop::Complete && consumed >= total_bytes_seen;
+  }
 };
 
 struct Header {
