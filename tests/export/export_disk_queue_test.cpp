@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "export/deliverer.h"
+#include "export/otlp_exporter.h"
 #include "export/otlp_encoder.h"
 #include "export/otlp_sender.h"
 #include "export_test_support.h"
@@ -18,6 +19,7 @@ namespace edgetrace {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Reply;
 
 TEST(DelivererWithDiskQueue, UndeliveredBatchesSurviveARestart) {
   testing::TempDir dir;
@@ -84,6 +86,30 @@ TEST(DelivererWithDiskQueue, UndeliveredBatchesSurviveARestart) {
     EXPECT_EQ(requests[i].request.resource_spans(0).scope_spans(0).spans(0).span_id(), first_span_ids[i]);
   EXPECT_EQ(counters.exported_spans.load(), 12u);
   EXPECT_EQ(reopened.stats().depth_batches, 0u);
+}
+
+TEST(DelivererWithDiskQueue, OtlpExporterReportsErrorsToTheDiskQueue) {
+  testing::TempDir dir;
+  QueueConfig qc;
+  qc.dir = dir.path() / "queue";
+  qc.max_bytes = 8 * 1024 * 1024;
+  qc.segment_bytes = 1024 * 1024;
+  qc.fsync = FsyncMode::Never;
+  testing::GrpcOtlpReceiver receiver;
+  receiver.start();
+  receiver.script({Reply::unavailable()});
+  ExporterConfig cfg;
+  cfg.endpoint = receiver.endpoint();
+  cfg.retry = {.initial_backoff = 10ms, .max_backoff = 40ms, .max_elapsed = 0ms};
+  auto queue = std::make_unique<DiskBatchQueue>(qc);
+  DiskBatchQueue* disk = queue.get();
+  OtlpExporter exporter(cfg, std::move(queue), std::chrono::milliseconds::zero(),
+                        [disk](const std::string& m) { disk->set_last_export_error(m); });
+  exporter.consume(SpanBatch{testing::make_http_span(1, testing::make_resource("svc", 1))});
+  exporter.shutdown();
+  EXPECT_EQ(receiver.accepted_span_count(), 1u);
+  EXPECT_NE(disk->disk_stats().last_export_error.find("scripted unavailable"), std::string::npos)
+      << disk->disk_stats().last_export_error;
 }
 
 }  // namespace

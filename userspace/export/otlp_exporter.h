@@ -6,6 +6,7 @@
 //   at exit: exporter.shutdown();                      // flush + drain (also done by the destructor)
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -22,8 +23,11 @@ class OtlpExporter final : public SpanSink {
  public:
   // `queue` null → a MemoryBatchQueue bounded by config.memory_queue. `status_interval` > 0
   // logs format_status_line() at that period. Throws ConfigError (unreadable TLS files).
+  // `on_export_error` sees each failed attempt's message on the delivery thread (e.g.
+  // DiskBatchQueue::set_last_export_error).
   explicit OtlpExporter(const ExporterConfig& config, std::unique_ptr<BatchQueue> queue = nullptr,
-                        std::chrono::milliseconds status_interval = std::chrono::milliseconds::zero());
+                        std::chrono::milliseconds status_interval = std::chrono::milliseconds::zero(),
+                        std::function<void(const std::string&)> on_export_error = {});
   ~OtlpExporter() override;
   OtlpExporter(const OtlpExporter&) = delete;
   OtlpExporter& operator=(const OtlpExporter&) = delete;
