@@ -202,8 +202,8 @@ double end_to_end(OtlpProtocol protocol, OtlpCompression compression, const std:
 int main(int argc, char** argv) {
   double seconds = 1.0;
   int repetitions = 5;
-  std::size_t e2e_spans = 200'000;
-  OtlpCompression e2e_compression = OtlpCompression::Gzip;
+  [[maybe_unused]] std::size_t e2e_spans = 200'000;
+  [[maybe_unused]] OtlpCompression e2e_compression = OtlpCompression::Gzip;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::stod(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--repetitions")) repetitions = std::stoi(argv[i + 1]);
