@@ -9,6 +9,7 @@
 #include <ctime>
 #include <thread>
 
+#include "config/config_error.h"
 #include "export/batcher.h"
 #include "export/deliverer.h"
 #include "export/grpc_sender.h"
@@ -587,6 +588,18 @@ TEST(GrpcTarget, SchemeOrInsecureFlagDecidesTls) {
   EXPECT_TRUE(GrpcSender::parse_target("c:4317", false).secure);
   EXPECT_FALSE(GrpcSender::parse_target("c:4317", true).secure);
   EXPECT_EQ(GrpcSender::parse_target("dns:///c:4317", true).authority, "dns:///c:4317");
+}
+
+TEST(GrpcTarget, InvalidMetadataIsAConfigError) {
+  ExporterConfig cfg;
+  cfg.headers = {{"X!Key", "v"}};
+  EXPECT_THROW(make_sender(cfg), ConfigError);
+  cfg.headers = {{"grpc-timeout", "1S"}};
+  EXPECT_THROW(make_sender(cfg), ConfigError);
+  cfg.headers = {{"x-key", "caf\xc3\xa9"}};
+  EXPECT_THROW(make_sender(cfg), ConfigError);
+  cfg.headers = {{"X-Key", "fine value"}};
+  EXPECT_NO_THROW(make_sender(cfg));
 }
 
 TEST(GrpcTarget, NoSchemeWithInsecureReachesAPlaintextReceiver) {

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <future>
 
+#include "config/config_error.h"
 #include "export/otlp_encoder.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
 
@@ -49,6 +50,13 @@ GrpcSender::GrpcSender(const ExporterConfig& config)
   for (const auto& [k, v] : config.headers) {
     std::string key = k;
     std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+    // gRPC fails every call carrying an invalid metadata entry; refuse it at start instead.
+    const bool key_ok = !key.empty() && !key.starts_with("grpc-") && std::all_of(key.begin(), key.end(), [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'z') || c == '-' || c == '_' || c == '.';
+    });
+    if (!key_ok) throw ConfigError("exporter.headers." + k + ": not a valid gRPC metadata key ([0-9a-z-_.], not grpc-*)");
+    const bool value_ok = key.ends_with("-bin") || std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+    if (!value_ok) throw ConfigError("exporter.headers." + k + ": gRPC metadata values must be printable ASCII");
     metadata_.emplace_back(std::move(key), v);
   }
 
