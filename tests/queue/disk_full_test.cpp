@@ -91,6 +91,7 @@ TEST_F(DiskFull, ReopeningAFullDiskRecoversWhatFitted) {
   QueueConfig config;
   config.dir = dir_.path() / "queue";
   config.segment_bytes = 128 * 1024;
+  config.max_bytes = 64ull * 1024 * 1024;
   config.fsync = FsyncMode::Interval;
   config.fsync_interval = 10ms;
   std::uint64_t accepted = 0;

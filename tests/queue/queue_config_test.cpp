@@ -64,6 +64,10 @@ TEST(QueueConfig, BadValuesNameTheKey) {
             std::string::npos);
   EXPECT_NE(error_of("queue: {max_bytes: 1MiB, segment_bytes: 1MiB}").find("queue.max_bytes: must be at least twice"),
             std::string::npos);
+  EXPECT_NE(error_of("queue: {max_bytes: 1GiB, segment_bytes: 1MiB}")
+                .find("queue.segment_bytes: must be at least queue.max_bytes / 512 (2097152 bytes)"),
+            std::string::npos);
+  EXPECT_EQ(parse("queue: {max_bytes: 1GiB, segment_bytes: 2MiB}").segment_bytes, 2ull << 20);
   EXPECT_NE(error_of("queue: {dir: ''}").find("queue.dir"), std::string::npos);
   EXPECT_NE(error_of("queue: {dir: [a, b]}").find("queue.dir"), std::string::npos);
   EXPECT_NE(error_of("queue: {colour: blue}").find("queue.colour: unknown key"), std::string::npos);

@@ -62,7 +62,7 @@ inline QueueConfig small_config(const std::filesystem::path& dir) {
   QueueConfig config;
   config.dir = dir;
   config.segment_bytes = 64 * 1024;
-  config.max_bytes = 64ull * 1024 * 1024;
+  config.max_bytes = 32ull * 1024 * 1024;
   config.fsync = FsyncMode::Never;
   return config;
 }

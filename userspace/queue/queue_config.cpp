@@ -13,6 +13,9 @@
 namespace edgetrace {
 namespace {
 
+// Each segment holds an open descriptor; stay far below the usual 1024 soft RLIMIT_NOFILE.
+constexpr std::uint64_t kMaxSegments = 512;
+
 std::string lowercase(std::string text) {
   for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return text;
@@ -64,6 +67,10 @@ void validate_queue_config(const QueueConfig& config) {
   const std::uint64_t smallest_segment = queue::kSegmentHeaderSize + queue::kRecordHeaderSize + queue::kTrailerSize + 1;
   if (config.segment_bytes < std::max<std::uint64_t>(smallest_segment, 4096))
     throw ConfigError("queue.segment_bytes: must be at least 4096 bytes");
+  if (config.max_bytes / config.segment_bytes > kMaxSegments)
+    throw ConfigError("queue.segment_bytes: must be at least queue.max_bytes / " + std::to_string(kMaxSegments) + " (" +
+                      std::to_string((config.max_bytes + kMaxSegments - 1) / kMaxSegments) +
+                      " bytes), because every segment keeps a file open");
   if (config.max_bytes < 2 * config.segment_bytes)
     throw ConfigError("queue.max_bytes: must be at least twice queue.segment_bytes (" +
                       std::to_string(config.segment_bytes) + " bytes), because the oldest segment is dropped as a whole");
