@@ -166,9 +166,9 @@ void run_crash_loop(FsyncMode fsync, const int kIterations) {
       ASSERT_EQ(first->sequence, expected.begin()->first) << "the read position did not survive";
     }
 
-    // Every 5th round (and the last) the parent drains the whole backlog and checks each byte;
+    // Every 5th round (and the last, or once the backlog passes 4 MiB) the parent drains the whole backlog and checks each byte;
     // otherwise the backlog carries into the next writer.
-    if (iteration % 5 == 4 || iteration + 1 == kIterations) {
+    if (iteration % 5 == 4 || iteration + 1 == kIterations || stats.depth_bytes > 4 * 1024 * 1024) {
       std::uint64_t previous = acked_floor;
       while (auto batch = queue.peek(0ms)) {
         ASSERT_GT(batch->sequence, previous) << "out of order or duplicated";
