@@ -6,9 +6,15 @@
 //   garbage              random bytes, then read whatever comes back
 //   post BYTES           one POST /echo with a body of BYTES bytes, response checked
 //   preexisting PATH     one request, then waits for a line on stdin, then two more
+//   integrity N SEED     N random requests to /raw (GET, POST with Content-Length or chunked
+//                        bodies, some pipelined three to a write) on keep-alive connections;
+//                        each echo must equal the request byte for byte, or the request with
+//                        exactly one "traceparent: ..." line right after the request line.
+//                        Prints "requests R injected I".
 // Prints one line per response status; exits non-zero on any protocol surprise.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -37,6 +44,8 @@ struct Connection {
       std::perror("connect");
       std::exit(1);
     }
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -159,6 +168,62 @@ int main(int argc, char** argv) {
       connection.send(get(std::string(argv[3]) + "?after=" + std::to_string(i)));
       failures += expect_ok(connection.read_response());
     }
+  } else if (mode == "integrity") {
+    const int count = std::atoi(argv[3]);
+    std::mt19937_64 random(std::strtoull(argv[4], nullptr, 10));
+    int injected = 0, sent = 0;
+    auto make_request = [&](int i) {
+      std::string path = "/raw/" + std::to_string(i) + "?q=" + std::to_string(random());
+      const int kind = static_cast<int>(random() % 3);
+      std::string body(random() % 65536, '\0');
+      for (auto& c : body) c = static_cast<char>(random());
+      if (kind == 0) return "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n";
+      if (kind == 1)
+        return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(body.size()) +
+               "\r\n\r\n" + body;
+      std::string chunked = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+      for (std::size_t at = 0; at < body.size();) {
+        const std::size_t size = std::min<std::size_t>(body.size() - at, 1 + random() % 9000);
+        char line[32];
+        std::snprintf(line, sizeof(line), "%zx\r\n", size);
+        chunked += line + body.substr(at, size) + "\r\n";
+        at += size;
+      }
+      return chunked + "0\r\n\r\n";
+    };
+    auto check = [&](const std::string& request, const std::string& echoed) {
+      if (echoed == request) return true;
+      const auto line_end = request.find("\r\n") + 2;
+      const auto inserted = echoed.size() >= request.size() ? echoed.size() - request.size() : 0;
+      if (inserted == 70 && echoed.compare(0, line_end, request, 0, line_end) == 0 &&
+          echoed.compare(line_end, 16, "traceparent: 00-") == 0 && echoed.compare(line_end + 68, 2, "\r\n") == 0 &&
+          echoed.compare(line_end + 70, std::string::npos, request, line_end, std::string::npos) == 0) {
+        ++injected;
+        return true;
+      }
+      std::fprintf(stderr, "request %d differs: sent %zu bytes, server saw %zu\n", sent, request.size(), echoed.size());
+      return false;
+    };
+    while (sent < count) {
+      Connection conn(port);
+      for (int on_connection = 0; on_connection < 50 && sent < count;) {
+        const int batch = random() % 4 == 0 ? 3 : 1;  // pipelined three to a write
+        std::vector<std::string> requests;
+        std::string all;
+        for (int b = 0; b < batch; ++b) {
+          requests.push_back(make_request(sent + b));
+          all += requests.back();
+        }
+        conn.send(all);
+        for (const auto& request : requests) {
+          std::string echoed;
+          if (conn.read_response(&echoed) != 200 || !check(request, echoed)) return 1;
+        }
+        sent += batch;
+        on_connection += batch;
+      }
+    }
+    std::printf("requests %d injected %d\n", sent, injected);
   } else {
     std::fprintf(stderr, "unknown mode %s\n", argv[2]);
     return 2;

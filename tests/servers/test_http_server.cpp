@@ -4,10 +4,12 @@
 //   /slow?ms=N     answers after N milliseconds
 //   /status/N      answers with status N
 //   /echo          answers with the request body (POST, Content-Length or chunked)
+//   /raw           answers with the whole request as received: head, framing and body
 //   anything else  200 "hello"
 // With --coalesce, the answers to pipelined requests read together go out in one write.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -94,6 +96,8 @@ std::string response(int status, std::string_view body, bool keep_alive) {
 
 void serve(int client, bool coalesce) {
   Fd fd(client);
+  const int one = 1;
+  setsockopt(fd.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   std::string buffer;
   char chunk[65536];
   for (;;) {
@@ -139,6 +143,8 @@ void serve(int client, bool coalesce) {
         int status = 200;
         std::from_chars(target.data() + 8, target.data() + target.size(), status);
         out = response(status, "status", keep_alive);
+      } else if (target.starts_with("/raw")) {
+        out = response(200, std::string_view(buffer).substr(0, consumed), keep_alive);
       } else if (target.starts_with("/echo")) {
         out = response(200, body, keep_alive);
       } else {
