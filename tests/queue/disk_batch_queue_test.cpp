@@ -283,6 +283,7 @@ TEST(DiskBatchQueue, DropNewestRefusesAndCountsExactly) {
   EXPECT_EQ(stats.dropped_spans, 5 * refused);
   EXPECT_EQ(stats.depth_batches, kept_count);
   EXPECT_EQ(stats.write_errors, 0u);
+  EXPECT_NE(queue.disk_stats().last_error.find("queue full"), std::string::npos);
 
   const auto kept = drain(queue);
   ASSERT_EQ(kept.size(), kept_count);

@@ -397,6 +397,8 @@ bool DiskBatchQueue::push(std::string payload, std::uint32_t span_count) {
       while (disk_bytes_ + needed > config_.max_bytes) {
         if (config_.overflow == OverflowPolicy::DropNewest) {
           record_drop_locked(1, span_count);
+          record_error_locked("queue full (queue.max_bytes " + std::to_string(config_.max_bytes) +
+                              "): refusing new batches (overflow: drop_newest)");
           return false;
         }
         if (segments_.empty() || !segments_.front()->sealed) {
