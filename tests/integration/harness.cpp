@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -207,7 +208,9 @@ double duration_ms(const nlohmann::json& span) { return span["duration_ns"].get<
 TracedRun::TracedRun(std::vector<std::string> command, std::vector<std::string> extra_flags, SpawnOptions options)
     : process_(
           [&] {
-            std::vector<std::string> argv{edgetrace_binary().string(), "run", "--output", "json"};
+            std::vector<std::string> argv{edgetrace_binary().string(), "run"};
+            if (std::find(extra_flags.begin(), extra_flags.end(), "--output") == extra_flags.end())
+              argv.insert(argv.end(), {"--output", "json"});
             argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
             argv.push_back("--");
             argv.insert(argv.end(), command.begin(), command.end());

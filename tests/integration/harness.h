@@ -67,7 +67,8 @@ std::filesystem::path edgetrace_binary();
 std::filesystem::path build_dir();
 std::filesystem::path source_dir();
 
-// `edgetrace run --output json <extra> -- <command>`: spans are its stdout JSON lines.
+// `edgetrace run --output json <extra> -- <command>` (unless <extra> names another --output):
+// spans are its stdout JSON lines.
 class TracedRun {
  public:
   TracedRun(std::vector<std::string> command, std::vector<std::string> extra_flags = {}, SpawnOptions options = {});

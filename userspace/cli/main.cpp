@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include "capabilities/kernel_capabilities.h"
 #include "cgroup/run_cgroup.h"
 #include "cli/tracing_session.h"
+#include "queue/queue_status.h"
 
 namespace edgetrace {
 namespace {
@@ -34,7 +36,9 @@ int exit_code_of(int status) {
 
 int run_command(const std::optional<std::string>& config_file, const SessionOverrides& overrides,
                 const std::vector<std::string>& command) {
-  const auto config = resolve_config(config_file, overrides);
+  auto config = resolve_config(config_file, overrides);
+  config.is_run_command = true;
+  config.run_command_name = std::filesystem::path(command.front()).filename().string();
   configure_logging(config.log_level);
 
   const sigset_t signals = control_signals();
@@ -138,11 +142,18 @@ int main(int argc, char** argv) {
   agent->add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
+  std::string queue_dir;
+  auto* queue = app.add_subcommand("queue", "Inspect the disk spill queue");
+  queue->require_subcommand(1);
+  auto* queue_status = queue->add_subcommand("status", "Depth, oldest record, drops and last export error (works while the agent is stopped)");
+  queue_status->add_option("--dir", queue_dir, "queue directory")->required();
+
   CLI11_PARSE(app, argc, argv);
   if (!output_text.empty()) overrides.output = parse_output_kind(output_text);
 
   try {
     if (doctor->parsed()) return capabilities::run_doctor(std::cout);
+    if (queue_status->parsed()) return print_queue_status(queue_dir, std::cout);
     if (run->parsed()) return run_command(config_file, overrides, command);
     if (agent->parsed()) return agent_command(agent_config, overrides);
   } catch (const ConfigError& e) {

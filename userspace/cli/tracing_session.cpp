@@ -4,7 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include "output/span_writers.h"
+#include "queue/disk_batch_queue.h"
+#include "queue/queue_config.h"
 #include "sampling/head_sampler_config.h"
+#include "sampling/tail_sampling_config.h"
 
 namespace edgetrace {
 
@@ -26,14 +29,49 @@ void configure_logging(const std::string& level) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 }
 
-TracingSession::TracingSession(const AgentConfig& config) {
-  const auto output = config.output.value_or(OutputKind::Console);
-  switch (output) {
-    case OutputKind::Console: sinks_.push_back(std::make_unique<ConsoleSpanWriter>()); break;
-    case OutputKind::Json: sinks_.push_back(std::make_unique<JsonSpanWriter>()); break;
-    case OutputKind::Otlp: throw ConfigError("output: otlp is not available in this build");
+OutputKind effective_output(const AgentConfig& config) {
+  if (config.output) return *config.output;
+  return otlp_endpoint_configured(config.exporter, process_getenv) ? OutputKind::Otlp : OutputKind::Console;
+}
+
+namespace {
+
+QueueConfig queue_config_for(const AgentConfig& config, bool run_command) {
+  auto queue = parse_queue_config(config.queue);
+  // Several `run` sessions can live side by side: each gets its own default directory,
+  // stable per service so a restarted one finds its backlog.
+  if (run_command && !(config.queue && config.queue["dir"])) {
+    const auto name = config.service_name.value_or(config.run_command_name.empty() ? "run" : config.run_command_name);
+    queue.dir = std::filesystem::path("/var/lib/edgetrace/run-queues") / name;
   }
-  head_ = sinks_.front().get();
+  return queue;
+}
+
+}  // namespace
+
+TracingSession::TracingSession(const AgentConfig& config) {
+  const auto output = effective_output(config);
+  switch (output) {
+    case OutputKind::Console: writer_ = std::make_unique<ConsoleSpanWriter>(); break;
+    case OutputKind::Json: writer_ = std::make_unique<JsonSpanWriter>(); break;
+    case OutputKind::Otlp: {
+      const auto exporter_config = parse_exporter_config(config.exporter, process_getenv);
+      auto queue = std::make_unique<DiskBatchQueue>(queue_config_for(config, config.is_run_command));
+      auto* disk = queue.get();
+      spdlog::info("spill queue: {}", disk->config().dir.string());
+      exporter_ = std::make_unique<OtlpExporter>(exporter_config, std::move(queue), std::chrono::milliseconds::zero(),
+                                                 [disk](const std::string& error) { disk->set_last_export_error(error); });
+      spdlog::info("exporting OTLP to {}", exporter_->describe());
+      break;
+    }
+  }
+  SpanSink& tail = exporter_ ? static_cast<SpanSink&>(*exporter_) : *writer_;
+  head_ = &tail;
+  if (config.tail_sampling && !config.tail_sampling.IsNull()) {
+    tail_sampler_ = std::make_unique<TailSampler>(parse_tail_sampling_config(config.tail_sampling), tail);
+    head_ = tail_sampler_.get();
+    spdlog::info("tail sampling on");
+  }
 
   resources_ = std::make_unique<ProcessResources>(ResourceOptions{.service_name = config.service_name});
   const auto sampler = parse_head_sampler_config(config.sampler, [](std::string_view name) -> std::optional<std::string> {
@@ -52,13 +90,32 @@ TracingSession::TracingSession(const AgentConfig& config) {
   stitcher_ = std::make_unique<ExchangeStitcher>(*resources_, MonotonicToUnix{}, http::RouteMatcher(config.routes), *head_);
   pipeline_ = std::make_unique<CapturePipeline>(
       *probes_, *stitcher_, *head_,
-      PipelineOptions{.status_interval = std::chrono::seconds(config.status_interval_seconds)});
+      PipelineOptions{
+          .flush_interval = exporter_ ? exporter_->flush_interval() : std::chrono::milliseconds(1000),
+          .status_interval = std::chrono::seconds(config.status_interval_seconds),
+          .extra_status = [this] { return status_line(); },
+      });
 }
 
 TracingSession::~TracingSession() { stop(); }
 
+std::string TracingSession::status_line() const {
+  std::string line;
+  if (tail_sampler_) line += format_counters(tail_sampler_->counters());
+  if (exporter_) line += (line.empty() ? "" : " ") + exporter_->status_line();
+  return line;
+}
+
 void TracingSession::stop() {
+  if (stopped_) return;
+  stopped_ = true;
   if (pipeline_) pipeline_->stop();
+  if (tail_sampler_) tail_sampler_->flush_all();
+  if (exporter_) {
+    exporter_->shutdown();
+    spdlog::info("{}", exporter_->status_line());
+  }
+  if (writer_) writer_->flush();
 }
 
 }  // namespace edgetrace

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "config/config.h"
+#include "export/otlp_exporter.h"
+#include "sampling/tail_sampler.h"
 #include "pipeline/capture_pipeline.h"
 #include "stitch/exchange_stitcher.h"
 #include "stitch/process_resources.h"
@@ -25,6 +27,9 @@ struct SessionOverrides {
 
 // Applies flags over the file's values. Throws ConfigError.
 AgentConfig resolve_config(const std::optional<std::string>& config_file, const SessionOverrides& overrides);
+// The output the configuration asks for: explicit, else OTLP when an endpoint is configured
+// (YAML or OTEL_EXPORTER_OTLP_*ENDPOINT), else the console.
+OutputKind effective_output(const AgentConfig& config);
 void configure_logging(const std::string& level);
 
 class TracingSession {
@@ -35,12 +40,18 @@ class TracingSession {
 
   HttpCaptureProbes& probes() { return *probes_; }
   void start() { pipeline_->start(); }
-  // Drains the kernel, flushes every stage. Safe to call twice.
+  // Drains the kernel, decides every buffered trace, flushes and drains the export stage.
+  // Safe to call twice.
   void stop();
+  [[nodiscard]] std::string status_line() const;
 
  private:
-  std::vector<std::unique_ptr<SpanSink>> sinks_;  // owned stages, head first
+  // Declared in the order they are built; destroyed tail first.
+  std::unique_ptr<SpanSink> writer_;          // console or JSON lines
+  std::unique_ptr<OtlpExporter> exporter_;    // batcher -> disk queue -> deliverer
+  std::unique_ptr<TailSampler> tail_sampler_;
   SpanSink* head_ = nullptr;
+  bool stopped_ = false;
   std::unique_ptr<ProcessResources> resources_;
   std::unique_ptr<HttpCaptureProbes> probes_;
   std::unique_ptr<ExchangeStitcher> stitcher_;

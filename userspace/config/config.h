@@ -38,6 +38,10 @@ struct AgentConfig {
   std::uint32_t status_interval_seconds = 60;
   bool inject = true;  // insert traceparent into outgoing HTTP/1 requests
 
+  // Set by the CLI, not the file: which command runs, and for `run` the command's name.
+  bool is_run_command = false;
+  std::string run_command_name;
+
   YAML::Node exporter;       // `exporter:`      -> parse_exporter_config
   YAML::Node queue;          // `queue:`         -> parse_queue_config
   YAML::Node tail_sampling;  // `tail_sampling:` -> parse_tail_sampling_config
