@@ -6,11 +6,11 @@
 //   garbage              random bytes, then read whatever comes back
 //   post BYTES           one POST /echo with a body of BYTES bytes, response checked
 //   preexisting PATH     one request, then waits for a line on stdin, then two more
-//   integrity N SEED     N random requests to /raw (GET, POST with Content-Length or chunked
+//   integrity N SEED [FILE]  N random requests to /raw (GET, POST with Content-Length or chunked
 //                        bodies, some pipelined three to a write) on keep-alive connections;
 //                        each echo must equal the request byte for byte, or the request with
 //                        exactly one "traceparent: ..." line right after the request line.
-//                        Prints "requests R injected I".
+//                        Prints "requests R injected I" (to FILE when given).
 // Prints one line per response status; exits non-zero on any protocol surprise.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <string>
@@ -223,7 +224,12 @@ int main(int argc, char** argv) {
         on_connection += batch;
       }
     }
-    std::printf("requests %d injected %d\n", sent, injected);
+    const std::string summary = "requests " + std::to_string(sent) + " injected " + std::to_string(injected) + "\n";
+    if (argc > 5) {
+      std::ofstream(argv[5]) << summary;
+    } else {
+      std::fputs(summary.c_str(), stdout);
+    }
   } else {
     std::fprintf(stderr, "unknown mode %s\n", argv[2]);
     return 2;

@@ -47,7 +47,7 @@ int run_command(const std::optional<std::string>& config_file, const SessionOver
 
   TracingSession session(config);
   RunCgroup cgroup;
-  session.probes().add_cgroup(cgroup.path());
+  session.trace_cgroup(cgroup.path());
   session.start();
 
   std::vector<char*> argv;
@@ -97,8 +97,8 @@ int agent_command(const std::string& config_file, const SessionOverrides& overri
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   TracingSession session(config);
-  for (const auto& cgroup : config.targets.cgroups) session.probes().add_cgroup(cgroup);
-  for (const auto pid : config.targets.pids) session.probes().add_pid(pid);
+  for (const auto& cgroup : config.targets.cgroups) session.trace_cgroup(cgroup);
+  for (const auto pid : config.targets.pids) session.trace_pid(pid);
   session.start();
   spdlog::info("agent running; SIGINT or SIGTERM stops it");
   for (;;) {

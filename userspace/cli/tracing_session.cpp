@@ -87,6 +87,10 @@ TracingSession::TracingSession(const AgentConfig& config) {
       .sampler_threshold = sampler.rejection_threshold,
       .plan_injection = config.inject,
   });
+  if (config.inject) {
+    injector_ = std::make_unique<TraceContextInjector>(probes_->inject_plans_fd());
+    spdlog::info("traceparent injection on (sockops + sk_msg)");
+  }
   stitcher_ = std::make_unique<ExchangeStitcher>(*resources_, MonotonicToUnix{}, http::RouteMatcher(config.routes), *head_);
   pipeline_ = std::make_unique<CapturePipeline>(
       *probes_, *stitcher_, *head_,
@@ -99,8 +103,19 @@ TracingSession::TracingSession(const AgentConfig& config) {
 
 TracingSession::~TracingSession() { stop(); }
 
+void TracingSession::trace_cgroup(const std::filesystem::path& cgroup_dir) {
+  probes_->add_cgroup(cgroup_dir);
+  if (injector_) injector_->attach_cgroup(cgroup_dir);
+}
+
+void TracingSession::trace_pid(std::uint32_t pid) { probes_->add_pid(pid); }
+
 std::string TracingSession::status_line() const {
   std::string line;
+  if (injector_) {
+    const auto injected = injector_->counters();
+    line += fmt::format("injected={} inject_skipped={} ", injected.injected, injected.skipped_plans());
+  }
   if (tail_sampler_) line += format_counters(tail_sampler_->counters());
   if (exporter_) line += (line.empty() ? "" : " ") + exporter_->status_line();
   return line;

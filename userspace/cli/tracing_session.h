@@ -13,6 +13,7 @@
 #include "pipeline/capture_pipeline.h"
 #include "stitch/exchange_stitcher.h"
 #include "stitch/process_resources.h"
+#include "injection.h"
 #include "trace_probes.h"
 
 namespace edgetrace {
@@ -38,7 +39,10 @@ class TracingSession {
   explicit TracingSession(const AgentConfig& config);
   ~TracingSession();
 
-  HttpCaptureProbes& probes() { return *probes_; }
+  // Opts a cgroup in: capture, and traceparent injection into its new outgoing connections.
+  void trace_cgroup(const std::filesystem::path& cgroup_dir);
+  // Opts a process in (capture only: injection attaches per cgroup).
+  void trace_pid(std::uint32_t pid);
   void start() { pipeline_->start(); }
   // Drains the kernel, decides every buffered trace, flushes and drains the export stage.
   // Safe to call twice.
@@ -54,6 +58,7 @@ class TracingSession {
   bool stopped_ = false;
   std::unique_ptr<ProcessResources> resources_;
   std::unique_ptr<HttpCaptureProbes> probes_;
+  std::unique_ptr<TraceContextInjector> injector_;  // null with --no-inject
   std::unique_ptr<ExchangeStitcher> stitcher_;
   std::unique_ptr<CapturePipeline> pipeline_;
 };
