@@ -146,7 +146,10 @@ enum et_inject_stat {
   ET_INJECT_STAT_DROPPED = 9,           /* could not pop either: chunk dropped (never seen) */
   ET_INJECT_STAT_SOCKETS_TRACKED = 10,  /* outgoing connections added to the sockhash */
   ET_INJECT_STAT_SOCKHASH_FAILED = 11,  /* outgoing connections the sockhash refused */
-  ET_INJECT_STAT_COUNT = 12,
+  /* Injected, but the message could not be made one piece again: TCP may send the request
+   * line alone and Nagle then holds the rest until the peer's (delayed) ACK. */
+  ET_INJECT_STAT_UNMERGED = 12,
+  ET_INJECT_STAT_COUNT = 13,
 };
 
 #define ET_EXCHANGE_HEADER_SIZE ((unsigned long)&((struct et_http_exchange *)0)->data)

@@ -167,6 +167,7 @@ InjectCounters TraceContextInjector::counters() const {
       .dropped = totals[ET_INJECT_STAT_DROPPED],
       .sockets_tracked = totals[ET_INJECT_STAT_SOCKETS_TRACKED],
       .sockhash_failed = totals[ET_INJECT_STAT_SOCKHASH_FAILED],
+      .unmerged = totals[ET_INJECT_STAT_UNMERGED],
   };
 }
 

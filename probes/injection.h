@@ -28,6 +28,7 @@ struct InjectCounters {
   std::uint64_t dropped = 0;
   std::uint64_t sockets_tracked = 0;
   std::uint64_t sockhash_failed = 0;
+  std::uint64_t unmerged = 0;  // injected, but sent as separate pieces (see injection.md)
 
   // Plans that reached the verdict program but were not applied.
   [[nodiscard]] std::uint64_t skipped_plans() const {
