@@ -149,7 +149,10 @@ enum et_inject_stat {
   /* Injected, but the message could not be made one piece again: TCP may send the request
    * line alone and Nagle then holds the rest until the peer's (delayed) ACK. */
   ET_INJECT_STAT_UNMERGED = 12,
-  ET_INJECT_STAT_COUNT = 13,
+  /* Sends without a plan whose bytes tcp_bpf had split across pieces (a page-fragment
+   * boundary), made one piece for the same reason. */
+  ET_INJECT_STAT_COALESCED = 13,
+  ET_INJECT_STAT_COUNT = 14,
 };
 
 #define ET_EXCHANGE_HEADER_SIZE ((unsigned long)&((struct et_http_exchange *)0)->data)

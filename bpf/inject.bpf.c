@@ -127,12 +127,25 @@ static __always_inline bool send_path_has_room(struct sk_msg_md *msg, __u32 need
   return pressure == 0;
 }
 
+/* tcp_bpf hands TCP each scatterlist piece of a message with a separate call. A small send
+ * whose bytes straddle the end of the task's page fragment arrives in two pieces; the first
+ * leaves as a short segment and Nagle holds the second until the peer ACKs, which a peer
+ * waiting for a whole request delays by up to 40 ms. Plain TCP would have sent one segment.
+ * Making such a message one piece again (pulling only moves bytes) restores that. */
+static __always_inline void coalesce_small_message(struct sk_msg_md *msg) {
+  const __u32 size = msg->size;
+  const __u32 first_piece = (__u32)((long)msg->data_end - (long)msg->data);
+  if (first_piece < size && size <= MERGE_LIMIT && bpf_msg_pull_data(msg, 0, size, 0) == 0)
+    count(ET_INJECT_STAT_COALESCED);
+}
+
 SEC("sk_msg")
 int et_inject_traceparent(struct sk_msg_md *msg) {
   const __u64 pid_tgid = bpf_get_current_pid_tgid();
   struct et_inject_plan *stored = bpf_map_lookup_elem(&inject_plans, &pid_tgid);
   if (!stored) {
     count(ET_INJECT_STAT_NO_PLAN);
+    coalesce_small_message(msg);
     return SK_PASS;
   }
   /* One use: later chunks of the same send, and later sends, never see this plan. Copied
@@ -204,12 +217,15 @@ int et_inject_traceparent(struct sk_msg_md *msg) {
   /* From here the message holds 70 unwritten bytes: they are written, or removed again, or
    * (last resort, never seen) the chunk is dropped so they cannot reach the peer.
    *
-   * First choice: make the first piece and the inserted bytes one piece again. tcp_bpf hands
-   * each scatterlist element to TCP separately, so left as [request line][header][rest] the
-   * request line would leave as a small segment of its own and Nagle would hold the rest
-   * until the peer ACKs, which a peer waiting for the whole head delays (40 ms). */
-  if (offset <= first_piece && first_piece <= MERGE_LIMIT - ET_TRACEPARENT_HEADER_LEN &&
-      bpf_msg_pull_data(msg, 0, first_piece + ET_TRACEPARENT_HEADER_LEN, 0) == 0) {
+   * First choice: make the message (or, for a large one, its first piece with the header)
+   * one piece again: left as [request line][header][rest], the request line would leave as a
+   * short segment of its own and Nagle would hold the rest (see coalesce_small_message). */
+  __u32 merge_end = 0;
+  if (size <= MERGE_LIMIT - ET_TRACEPARENT_HEADER_LEN)
+    merge_end = size + ET_TRACEPARENT_HEADER_LEN; /* the whole message */
+  else if (offset <= first_piece && first_piece <= MERGE_LIMIT - ET_TRACEPARENT_HEADER_LEN)
+    merge_end = first_piece + ET_TRACEPARENT_HEADER_LEN; /* the stock first piece, plus the header */
+  if (merge_end != 0 && bpf_msg_pull_data(msg, 0, merge_end, 0) == 0) {
     data = msg->data;
     data_end = msg->data_end;
     if (offset < MERGE_LIMIT - ET_TRACEPARENT_HEADER_LEN) { /* bounded for the verifier */

@@ -168,6 +168,7 @@ InjectCounters TraceContextInjector::counters() const {
       .sockets_tracked = totals[ET_INJECT_STAT_SOCKETS_TRACKED],
       .sockhash_failed = totals[ET_INJECT_STAT_SOCKHASH_FAILED],
       .unmerged = totals[ET_INJECT_STAT_UNMERGED],
+      .coalesced = totals[ET_INJECT_STAT_COALESCED],
   };
 }
 

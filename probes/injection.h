@@ -28,7 +28,8 @@ struct InjectCounters {
   std::uint64_t dropped = 0;
   std::uint64_t sockets_tracked = 0;
   std::uint64_t sockhash_failed = 0;
-  std::uint64_t unmerged = 0;  // injected, but sent as separate pieces (see injection.md)
+  std::uint64_t unmerged = 0;   // injected, but sent as separate pieces (see injection.md)
+  std::uint64_t coalesced = 0;  // unplanned sends made one piece again (see injection.md)
 
   // Plans that reached the verdict program but were not applied.
   [[nodiscard]] std::uint64_t skipped_plans() const {

@@ -37,7 +37,12 @@ std::uint64_t now_ns() {
 void report(const char* name, std::vector<double> samples) {
   std::sort(samples.begin(), samples.end());
   auto at = [&](double q) { return samples[static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1))]; };
-  std::printf("%-44s per send: median %7.0f ns   (batch means p10 %7.0f, p90 %7.0f)\n", name, at(0.5), at(0.1), at(0.9));
+  std::printf("%-44s median %9.0f ns   p10 %9.0f   p90 %9.0f   max %11.0f\n", name, at(0.5), at(0.1), at(0.9),
+              samples.back());
+}
+
+std::size_t slower_than(const std::vector<double>& samples, double ns) {
+  return static_cast<std::size_t>(std::count_if(samples.begin(), samples.end(), [&](double v) { return v > ns; }));
 }
 
 
@@ -160,6 +165,7 @@ int main(int argc, char** argv) {
   const auto counters = injector.counters();
   std::printf("%zu batches of %zu sends of %zu bytes per column, loopback IPv4, TCP_NODELAY; %llu injected\n",
               plain.size(), batch, request.size(), static_cast<unsigned long long>(counters.injected));
+  std::printf("(each sample: one batch's mean time per send)\n");
   report("connection not in the sockhash (plain TCP)", plain);
   report("tracked connection, no plan (sk_msg pass)", tracked);
   report("tracked connection, plan (header injected)", injected);
@@ -168,12 +174,17 @@ int main(int argc, char** argv) {
     Responder responder(AF_INET);
     Client plain_client(AF_INET, responder.port());
     Client injected_client(AF_INET, responder.port());
-    const std::size_t count = 300;
-    std::printf("\n%zu request/response round trips per column, keep-alive, Nagle on:\n", count);
+    const std::size_t count = std::max<std::size_t>(300, iterations / 20);
+    std::printf("\n%zu request/response round trips per column, keep-alive, Nagle on (one sample per round trip):\n",
+                count);
     auto plain_rtt = round_trips(plain_client, count, request, plans, nullptr);
     auto injected_rtt = round_trips(injected_client, count, request, plans, &plan);
     report("tracked connection, no plan", plain_rtt);
     report("tracked connection, header injected", injected_rtt);
+    std::printf("round trips over 10 ms: %zu without plan, %zu injected; sends coalesced %llu, injections unmerged %llu\n",
+                slower_than(plain_rtt, 1e7), slower_than(injected_rtt, 1e7),
+                static_cast<unsigned long long>(injector.counters().coalesced),
+                static_cast<unsigned long long>(injector.counters().unmerged));
     plain_client.close();
     injected_client.close();
   }
