@@ -262,6 +262,19 @@ TEST_P(InjectTest, RequestLineSentAloneGetsTheHeaderAppended) {
   EXPECT_EQ(injector_->counters().injected, 1u);
 }
 
+// Destroying the injector frees the sockhash: tracked connections go back to plain TCP and
+// keep working, untouched.
+TEST_P(InjectTest, ConnectionsOutliveTheInjectorUntouched) {
+  const int family = GetParam();
+  Client client(family, server(family).port());
+  const auto plan = make_plan(kSimpleRequest, random_traceparent_header(rng_));
+  put_plan(plans(), plan);
+  ASSERT_EQ(client.send_once(kSimpleRequest), static_cast<long>(kSimpleRequest.size()));
+  injector_.reset();
+  ASSERT_EQ(client.send_once(kSimpleRequest, SendCall::writev, 3), static_cast<long>(kSimpleRequest.size()));
+  EXPECT_EQ(finish(client, family), with_header(kSimpleRequest, plan) + std::string(kSimpleRequest));
+}
+
 // tcp_bpf hands a large send to the verdict program in several chunks (one scatterlist of at
 // most MAX_SKB_FRAGS pages each); the plan is consumed by the first, which holds the request
 // line, and the remaining chunks pass as they are.
