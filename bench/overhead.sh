@@ -2,13 +2,18 @@
 # Tracing overhead on nginx serving a small response, measured side by side in one run:
 # baseline and traced runs alternate, wrk on loopback, and we report medians and ratios.
 #
-#   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR] [--sampler-ratio R ...]
+#   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
+#                     [--modes baseline,traced,traced-0.01] [--kernel-ns]
 #
-# Each traced mode runs nginx under `edgetrace run`; the agent's own status line gives the
-# number of spans, which must match the requests wrk completed ("every request captured").
+# Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R).
+# Each traced mode runs nginx under `edgetrace run`; the agent's status line gives the
+# exchanges it emitted and counted as unsampled, whose sum must match the requests wrk
+# completed ("every request captured"). With --kernel-ns, one more run per traced mode with
+# kernel.bpf_stats_enabled=1 reports the BPF programs' run time per request (kept out of
+# the throughput rounds: the statistics themselves cost time).
 set -euo pipefail
 
-rounds=5 duration=10 connections=50 threads=1
+rounds=5 duration=10 connections=50 threads=1 kernel_ns=0
 build="$(cd "$(dirname "$0")/.." && pwd)/build"
 modes=(baseline traced)
 while (($#)); do
@@ -18,6 +23,7 @@ while (($#)); do
     --connections) connections=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --modes) IFS=, read -r -a modes <<<"$2"; shift 2 ;;
+    --kernel-ns) kernel_ns=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +62,7 @@ run_mode() {
   wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
   local out
   out=$(wrk -t$threads -c$connections -d${duration}s --latency "http://127.0.0.1:$port/")
+  if [[ ${STATS_FILE:-} ]]; then bpftool prog show --json >"$STATS_FILE"; fi
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   local rps p99 requests spans=-
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -88,3 +95,26 @@ for mode in "${modes[@]}"; do
   m_rps=$(median <<<"${rps_of[$mode]}"); m_p99=$(median <<<"${p99_of[$mode]}")
   printf '%-14s %12.0f %10.3f %12.3f %14.3f\n' "$mode" "$m_rps" "$(echo "$m_rps / $base_rps" | bc -l)" "$m_p99" "$(echo "$m_p99 - $base_p99" | bc -l)"
 done
+
+if ((kernel_ns)); then
+  echo
+  echo "kernel time per request (kernel.bpf_stats_enabled=1, one run per mode):"
+  previous=$(sysctl -n kernel.bpf_stats_enabled)
+  sysctl -qw kernel.bpf_stats_enabled=1
+  for mode in "${modes[@]}"; do
+    [[ $mode == baseline ]] && continue
+    STATS_FILE="$work/stats-$mode.json"
+    read -r rps p99 requests spans < <(STATS_FILE=$STATS_FILE run_mode "$mode")
+    python3 - "$STATS_FILE" "$requests" "$mode" <<'PY'
+import json, sys
+programs = json.load(open(sys.argv[1]))
+requests = int(sys.argv[2])
+ours = [p for p in programs if p.get("name", "").startswith(("enter_", "exit_", "on_fork", "et_"))]
+total = sum(p.get("run_time_ns", 0) for p in ours)
+print(f"{sys.argv[3]:<14} {total / requests:8.0f} ns/request over {requests} requests "
+      f"({len(ours)} programs; per-program mean ns: " +
+      ", ".join(f"{p['name']}={p['run_time_ns'] // max(p['run_cnt'], 1)}" for p in sorted(ours, key=lambda p: -p.get('run_time_ns', 0))[:6] if p.get('run_cnt')) + ")")
+PY
+  done
+  sysctl -qw kernel.bpf_stats_enabled="$previous"
+fi

@@ -61,7 +61,10 @@ struct io_args {
   __u32 fd;
   __u32 kind; /* enum io_kind */
   __u32 iovec_count;
-  __u32 ingress;
+  __u8 ingress;
+  __u8 pending; /* set at entry, cleared at exit: cheaper than deleting the entry */
+  __u8 planned; /* an injection plan was written for this send */
+  __u8 _pad;
 };
 
 struct {
@@ -516,6 +519,14 @@ __noinline int settle_server_context(struct conn_state *conn, int force) {
 
 static __always_inline void remember_server_thread(struct conn_state *conn) {
   __u32 tid = (__u32)bpf_get_current_pid_tgid();
+  struct thread_context *current = bpf_map_lookup_elem(&thread_contexts, &tid);
+  if (current) {
+    /* Keep-alive: same thread, usually the same connection; rewrite in place. */
+    current->server.tgid = conn->exchange.tgid;
+    current->server.fd = conn->exchange.fd;
+    current->sequence = conn->exchange.sequence;
+    return;
+  }
   struct thread_context context = {
       .server = {.tgid = conn->exchange.tgid, .fd = conn->exchange.fd},
       .sequence = conn->exchange.sequence,
@@ -801,33 +812,36 @@ static __always_inline __u64 send_extent(__u32 kind, __u64 buffer, __u64 count, 
 
 /* A client about to send: a new request opens its exchange here, at syscall entry, so the
  * injector running inside this syscall finds the plan. */
-static __always_inline void before_client_send(__u64 pid_tgid, __u32 fd, __u32 kind, __u64 buffer, __u64 count, __u64 now) {
+/* Returns whether an injection plan was written. */
+static __always_inline bool before_client_send(__u64 pid_tgid, __u32 fd, __u32 kind, __u64 buffer, __u64 count, __u64 now) {
   struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
   if (!conn || conn->exchange.role != ET_ROLE_CLIENT || conn->protocol >= PROTO_OTHER || conn->phase == PHASE_REQUEST)
-    return;
+    return false;
   __u64 first_buffer = 0, first_length = 0;
   __u64 total = send_extent(kind, buffer, count, &first_buffer, &first_length);
-  if (total == 0 || first_length == 0) return;
+  if (total == 0 || first_length == 0) return false;
   __u64 first_word = 0;
   bpf_probe_read_user(&first_word, sizeof(first_word), (void *)first_buffer);
-  if (!is_request_start(first_word, first_length)) return;
+  if (!is_request_start(first_word, first_length)) return false;
   if (conn->phase == PHASE_RESPONSE) emit_exchange(conn, 0);
   begin_exchange(conn, now, 0);
   settle_client_context(conn, first_buffer, first_length < total ? first_length : total);
+  if (!(conn->exchange.flags & ET_EXCHANGE_INJECTED)) return false;
   if (total != first_length) {
     /* The injector checks the whole send's size. */
     __u64 pid = pid_tgid;
     struct et_inject_plan *plan = bpf_map_lookup_elem(&inject_plans, &pid);
     if (plan) plan->send_length = total;
   }
+  return true;
 }
 
 static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64 count, __u32 ingress) {
   if (!current_is_traced()) return 0;
   __u64 pid_tgid = bpf_get_current_pid_tgid();
   __u64 now = bpf_ktime_get_ns();
-  if (!ingress) before_client_send(pid_tgid, fd, kind, buffer, count, now);
+  bool planned = !ingress && before_client_send(pid_tgid, fd, kind, buffer, count, now);
   if (ingress) {
     /* A server going back to reading has finished its response: send the exchange now
      * instead of waiting for the next request, unless it only sent "100 Continue". */
@@ -844,19 +858,26 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
       .kind = kind,
       .iovec_count = (__u32)count,
       .ingress = ingress,
+      .pending = 1,
+      .planned = planned,
   };
-  bpf_map_update_elem(&active_io, &pid_tgid, &io, BPF_ANY);
+  /* A thread that did I/O before has its slot already: overwrite it in place. */
+  struct io_args *slot = bpf_map_lookup_elem(&active_io, &pid_tgid);
+  if (slot)
+    *slot = io;
+  else
+    bpf_map_update_elem(&active_io, &pid_tgid, &io, BPF_ANY);
   return 0;
 }
 
 static __always_inline int complete_io(__s64 returned) {
   __u64 pid_tgid = bpf_get_current_pid_tgid();
   struct io_args *pending = bpf_map_lookup_elem(&active_io, &pid_tgid);
-  if (!pending) return 0;
+  if (!pending || !pending->pending) return 0;
   struct io_args io = *pending;
-  bpf_map_delete_elem(&active_io, &pid_tgid);
+  pending->pending = 0;
   /* A plan never outlives its syscall, used or not. */
-  if (!io.ingress) bpf_map_delete_elem(&inject_plans, &pid_tgid);
+  if (io.planned) bpf_map_delete_elem(&inject_plans, &pid_tgid);
   if (returned <= 0) return 0;
 
   if (io.kind == IO_MSGHDR) {
@@ -872,8 +893,15 @@ static __always_inline int complete_io(__s64 returned) {
 
   __u64 now = bpf_ktime_get_ns();
   __u64 first_buffer = 0;
-  __u64 first_word = peek_first_bytes(&io, &first_buffer);
   __u8 role = conn->exchange.role;
+  /* The first bytes matter where a message may start: a new request, a response on a
+   * connection joined mid-stream, or a pipelined response of a sampled exchange. */
+  bool response_side_now = role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) != (io.ingress != 0);
+  bool unsampled = conn->context_decided && !(conn->exchange.trace_flags & 1);
+  bool need_first_bytes = role == ET_ROLE_UNKNOWN || conn->phase == PHASE_IDLE ||
+                          (!response_side_now && conn->phase == PHASE_RESPONSE) ||
+                          (response_side_now && conn->phase == PHASE_RESPONSE && !unsampled);
+  __u64 first_word = need_first_bytes ? peek_first_bytes(&io, &first_buffer) : 0;
   if (role == ET_ROLE_UNKNOWN) {
     /* Joined mid-stream: whoever sends a request is the client, whoever sends a response
      * the server. */
