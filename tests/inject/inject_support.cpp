@@ -179,6 +179,13 @@ std::optional<std::string> RecordingServer::received_from(std::uint16_t client_p
   return std::move(node.mapped());
 }
 
+std::optional<std::string> RecordingServer::received_from_any(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  if (!finished_.wait_for(lock, timeout, [&] { return !closed_.empty(); })) return std::nullopt;
+  auto node = closed_.extract(closed_.begin());
+  return std::move(node.mapped());
+}
+
 Client::Client(int family, std::uint16_t port) {
   fd_ = UniqueFd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd_.get() < 0) throw std::runtime_error("socket: " + errno_text());

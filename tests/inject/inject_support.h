@@ -71,6 +71,8 @@ class RecordingServer {
   // closed; nullopt if it did not close within the timeout.
   std::optional<std::string> received_from(std::uint16_t client_port,
                                            std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Any one closed connection's bytes (for clients whose port the test does not know).
+  std::optional<std::string> received_from_any(std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
  private:
   void accept_loop();

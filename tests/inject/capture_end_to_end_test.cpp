@@ -1,0 +1,100 @@
+// The real pair: the capture program (syscall tracepoints) writes the plans, the injector
+// applies them. Real clients (this process, curl) in an opted-in cgroup send to a recording
+// server on loopback.
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <cstdlib>
+#include <regex>
+#include <string>
+
+#include "inject_support.h"
+#include "injection.h"
+#include "trace_probes.h"
+
+namespace edgetrace::testing {
+namespace {
+
+// The capture object's inject_plans map, found among this process's own fds (HttpCaptureProbes
+// does not hand out its map fds; other processes on the host may hold maps of that name).
+UniqueFd find_own_plans_map() {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    int fd = -1;
+    try {
+      fd = std::stoi(entry.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    bpf_map_info info{};
+    __u32 length = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 && std::string(info.name) == "inject_plans")
+      return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  }
+  return UniqueFd();
+}
+
+const std::regex kInjectedHead(
+    "GET /e2e HTTP/1\\.1\\r\\ntraceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]\\r\\nHost: localhost\\r\\n\\r\\n");
+
+class CaptureEndToEnd : public ::testing::TestWithParam<int> {};
+
+TEST_P(CaptureEndToEnd, CapturePlansAndInjectorInsertsIntoRealSends) {
+  ASSERT_EQ(::geteuid(), 0u) << "run as root";
+  const int family = GetParam();
+  ScratchCgroup cgroup;
+  HttpCaptureProbes capture(CaptureOptions{});
+  capture.add_cgroup(cgroup.path());
+  auto plans = find_own_plans_map();
+  ASSERT_GE(plans.get(), 0) << "the capture object has no inject_plans map";
+  TraceContextInjector injector(plans.get());
+  injector.attach_cgroup(cgroup.path());
+  cgroup.enter();
+  RecordingServer server(family);
+
+  {
+    Client client(family, server.port());
+    const std::string request = "GET /e2e HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    ASSERT_EQ(client.send_once(request), static_cast<long>(request.size()));
+    EXPECT_FALSE(plan_present(plans.get())) << "the capture program deletes plans at syscall exit";
+    const auto port = client.local_port();
+    client.close();
+    const auto received = server.received_from(port).value_or("");
+    EXPECT_TRUE(std::regex_match(received, kInjectedHead)) << received;
+  }
+  {
+    Client client(family, server.port());
+    const std::string request = "GET /e2e HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    ASSERT_EQ(client.send_once(request, SendCall::writev, 2), static_cast<long>(request.size()));
+    const auto port = client.local_port();
+    client.close();
+    EXPECT_EQ(server.received_from(port).value_or(""), request) << "a request with its own traceparent is left alone";
+  }
+
+  // curl (a child, so in the cgroup too): the server never answers, curl gives up after 1 s.
+  const std::string host = family == AF_INET ? "127.0.0.1" : "[::1]";
+  const std::string command = "curl -s -o /dev/null --max-time 1 -H 'X-Probe: 1' http://" + host + ":" +
+                              std::to_string(server.port()) + "/from-curl";
+  std::system(command.c_str());
+  const auto from_curl = server.received_from_any().value_or("");
+  EXPECT_TRUE(std::regex_search(
+      from_curl, std::regex("^GET /from-curl HTTP/1\\.1\\r\\ntraceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]\\r\\nHost: ")))
+      << from_curl;
+  EXPECT_NE(from_curl.find("X-Probe: 1\r\n"), std::string::npos);
+  injector.detach_cgroup(cgroup.path());
+  const auto counters = injector.counters();
+  EXPECT_EQ(counters.injected, 2u) << "verdict calls without a plan: " << counters.no_plan;
+  EXPECT_EQ(counters.skipped_plans(), 0u);
+  EXPECT_EQ(counters.sockets_tracked, 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CaptureEndToEnd, ::testing::Values(AF_INET, AF_INET6),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(info.param == AF_INET ? "IPv4" : "IPv6");
+                         });
+
+}  // namespace
+}  // namespace edgetrace::testing
