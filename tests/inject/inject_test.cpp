@@ -369,6 +369,22 @@ TEST_P(InjectTest, NearlyFullSendBufferIsNotInjected) {
   EXPECT_EQ(counters.injected, 0u);
 }
 
+// TCP_NOTSENT_LOWAT below the bytes up to the end of the header: TCP may stop (and a
+// non-blocking send return short) before the header is out, so nothing is inserted.
+TEST_P(InjectTest, NotSentLowWaterMarkBelowTheHeaderIsNotInjected) {
+  const int family = GetParam();
+  Client client(family, server(family).port());
+  const int lowat = 64;
+  ASSERT_EQ(::setsockopt(client.fd(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)), 0);
+  put_plan(plans(), make_plan(kSimpleRequest, random_traceparent_header(rng_)));
+  EXPECT_EQ(client.send_once(kSimpleRequest), static_cast<long>(kSimpleRequest.size()));
+  EXPECT_FALSE(plan_present(plans()));
+  EXPECT_EQ(finish(client, family), kSimpleRequest);
+  const auto counters = injector_->counters();
+  EXPECT_EQ(counters.unsafe_socket, 1u);
+  EXPECT_EQ(counters.injected, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, InjectTest, ::testing::Values(AF_INET, AF_INET6),
                          [](const ::testing::TestParamInfo<int>& info) { return family_name(info.param); });
 
