@@ -9,9 +9,9 @@
  * program consumes it.
  *
  * Safety rule: an injected header must never corrupt application traffic. Every check runs
- * before anything is inserted, and the only step that can fail after the insertion (making
- * the inserted bytes writable) is undone by popping them again; see docs/injection.md for
- * the whole argument. */
+ * before anything is inserted (including that TCP will take the bytes up to the end of the
+ * header without waiting); after the insertion the bytes are written, or popped again, or as
+ * a last resort the chunk is dropped. See docs/injection.md for the whole argument. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
