@@ -1,12 +1,9 @@
 // The real pair: the capture program (syscall tracepoints) writes the plans, the injector
 // applies them. Real clients (this process, curl) in an opted-in cgroup send to a recording
 // server on loopback.
-#include <bpf/bpf.h>
 #include <gtest/gtest.h>
-#include <fcntl.h>
 #include <unistd.h>
 
-#include <filesystem>
 
 #include <cstdlib>
 #include <regex>
@@ -19,24 +16,6 @@
 namespace edgetrace::testing {
 namespace {
 
-// The capture object's inject_plans map, found among this process's own fds (HttpCaptureProbes
-// does not hand out its map fds; other processes on the host may hold maps of that name).
-UniqueFd find_own_plans_map() {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    int fd = -1;
-    try {
-      fd = std::stoi(entry.path().filename().string());
-    } catch (const std::exception&) {
-      continue;
-    }
-    bpf_map_info info{};
-    __u32 length = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 && std::string(info.name) == "inject_plans")
-      return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
-  }
-  return UniqueFd();
-}
-
 const std::regex kInjectedHead(
     "GET /e2e HTTP/1\\.1\\r\\ntraceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]\\r\\nHost: localhost\\r\\n\\r\\n");
 
@@ -48,9 +27,8 @@ TEST_P(CaptureEndToEnd, CapturePlansAndInjectorInsertsIntoRealSends) {
   ScratchCgroup cgroup;
   HttpCaptureProbes capture(CaptureOptions{});
   capture.add_cgroup(cgroup.path());
-  auto plans = find_own_plans_map();
-  ASSERT_GE(plans.get(), 0) << "the capture object has no inject_plans map";
-  TraceContextInjector injector(plans.get());
+  const int plans = capture.inject_plans_fd();
+  TraceContextInjector injector(plans);
   injector.attach_cgroup(cgroup.path());
   cgroup.enter();
   RecordingServer server(family);
@@ -59,7 +37,7 @@ TEST_P(CaptureEndToEnd, CapturePlansAndInjectorInsertsIntoRealSends) {
     Client client(family, server.port());
     const std::string request = "GET /e2e HTTP/1.1\r\nHost: localhost\r\n\r\n";
     ASSERT_EQ(client.send_once(request), static_cast<long>(request.size()));
-    EXPECT_FALSE(plan_present(plans.get())) << "the capture program deletes plans at syscall exit";
+    EXPECT_FALSE(plan_present(plans)) << "the capture program deletes plans at syscall exit";
     const auto port = client.local_port();
     client.close();
     const auto received = server.received_from(port).value_or("");
