@@ -207,7 +207,9 @@ void ExchangeStitcher::emit(const et_http_exchange& exchange, const http::Parsed
 
   const auto local = format_address(exchange.family, exchange.local_addr);
   const auto remote = format_address(exchange.family, exchange.remote_addr);
-  auto [host_name, host_port] = split_host(request.host);
+  // Absolute-form targets (requests to proxies) name the server themselves.
+  const std::string authority(request.effective_authority());
+  auto [host_name, host_port] = split_host(authority);
   if (server) {
     a.push_back({"server.address", host_name.empty() ? local : host_name});
     a.push_back({"server.port", host_port.value_or(exchange.local_port)});
@@ -216,7 +218,9 @@ void ExchangeStitcher::emit(const et_http_exchange& exchange, const http::Parsed
   } else {
     a.push_back({"server.address", host_name.empty() ? remote : host_name});
     a.push_back({"server.port", host_port.value_or(exchange.remote_port)});
-    a.push_back({"url.full", "http://" + (request.host.empty() ? remote : request.host) + request.target});
+    a.push_back({"url.full", request.target_form == http::TargetForm::Absolute
+                                 ? request.target
+                                 : "http://" + (authority.empty() ? remote : authority) + request.target});
   }
   a.push_back({"network.peer.address", remote});
   a.push_back({"network.peer.port", static_cast<std::int64_t>(exchange.remote_port)});
