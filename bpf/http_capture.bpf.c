@@ -126,12 +126,7 @@ struct {
 } thread_contexts SEC(".maps");
 
 /* Shared with the sk_msg injector (bpf/inject.bpf.c); see struct et_inject_plan. */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64);
-  __type(value, struct et_inject_plan);
-} inject_plans SEC(".maps");
+#include "inject_plans.bpf.h"
 
 /* Room to look at the head of an outgoing request before it is sent. */
 #define SEND_SCAN_BYTES 512

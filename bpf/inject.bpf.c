@@ -34,13 +34,7 @@ char LICENSE[] SEC("license") = "GPL";
  * pieces tcp_bpf builds come from 32 KiB page fragments). */
 #define MERGE_LIMIT 65536
 
-/* Same definition as in http_capture.bpf.c: the loader makes both objects use one map. */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64); /* pid_tgid of the sending thread */
-  __type(value, struct et_inject_plan);
-} inject_plans SEC(".maps");
+#include "inject_plans.bpf.h"
 
 /* Outgoing connections of opted-in cgroups, keyed by socket cookie: a cookie is never reused,
  * so a new connection cannot collide with a stale entry. Closed sockets leave by themselves. */

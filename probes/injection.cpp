@@ -58,18 +58,6 @@ void TraceContextInjector::SkeletonDeleter::operator()(inject_bpf* skeleton) con
 
 void TraceContextInjector::LinkDeleter::operator()(bpf_link* link) const { bpf_link__destroy(link); }
 
-TraceContextInjector::Fd& TraceContextInjector::Fd::operator=(Fd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = other.release();
-  }
-  return *this;
-}
-
-TraceContextInjector::Fd::~Fd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 TraceContextInjector::VerdictAttachment::VerdictAttachment(int program_fd, int sockhash_fd) {
   if (bpf_prog_attach(program_fd, sockhash_fd, BPF_SK_MSG_VERDICT, 0) != 0)
     throw std::runtime_error("cannot attach the sk_msg injector to its sockhash: " + errno_text(errno));

@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 
+#include "common/unique_fd.h"
+
 struct inject_bpf;
 struct bpf_link;
 
@@ -66,24 +68,7 @@ class TraceContextInjector {
   struct LinkDeleter {
     void operator()(bpf_link* link) const;
   };
-  class Fd {
-   public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    Fd(Fd&& other) noexcept : fd_(other.release()) {}
-    Fd& operator=(Fd&& other) noexcept;
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd();
-    [[nodiscard]] int get() const { return fd_; }
-    int release() {
-      const int fd = fd_;
-      fd_ = -1;
-      return fd;
-    }
-
-   private:
-    int fd_;
-  };
+  using Fd = UniqueFd;
   struct CgroupAttachment {
     Fd cgroup;
     std::unique_ptr<bpf_link, LinkDeleter> link;

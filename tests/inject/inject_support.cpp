@@ -65,20 +65,7 @@ std::uint16_t local_port_of(int fd) {
 
 }  // namespace
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) {
-    reset();
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
 
-UniqueFd::~UniqueFd() { reset(); }
-
-void UniqueFd::reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
 
 ScratchCgroup::ScratchCgroup() {
   const auto mount = cgroup2_mount_point();

@@ -20,24 +20,12 @@
 #include <utility>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "edgetrace.h"
 
 namespace edgetrace::testing {
 
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd();
-  [[nodiscard]] int get() const { return fd_; }
-  void reset();
-
- private:
-  int fd_;
-};
+using edgetrace::UniqueFd;
 
 // A fresh cgroup v2 directory. enter() moves this whole process (every thread) into it; the
 // destructor moves the process back to where it was and removes the directory.
