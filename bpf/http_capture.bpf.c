@@ -140,6 +140,15 @@ struct {
   __type(value, struct send_scratch);
 } send_scratch SEC(".maps");
 
+/* A plan is built here rather than on the stack: with the scan's callback frame the stack
+ * would pass 512 bytes on older kernels (6.1 counts it so). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct et_inject_plan);
+} plan_scratch SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 8 << 20); /* resized by userspace before load */
@@ -440,9 +449,11 @@ static __always_inline bool parse_traceparent(const __u8 *bytes, __u32 value, __
   struct hex_decode d = {.bytes = bytes, .at = value + 3, .out = trace_id};
   bpf_loop(16, decode_hex_byte, &d, 0);
   if (d.invalid || !d.any_nonzero) return false;
-  struct hex_decode p = {.bytes = bytes, .at = value + 36, .out = parent_id};
-  bpf_loop(8, decode_hex_byte, &p, 0);
-  if (p.invalid || !p.any_nonzero) return false;
+  d.at = value + 36;
+  d.out = parent_id;
+  d.any_nonzero = 0;
+  bpf_loop(8, decode_hex_byte, &d, 0);
+  if (d.invalid || !d.any_nonzero) return false;
   *flags = hex_value(f0) << 4 | hex_value(f1);
   return true;
 }
@@ -606,22 +617,22 @@ __noinline int settle_client_context(struct conn_state *conn, __u64 buffer, __u6
   /* Inject only into a head we can see whole: the request line and the blank line are in
    * this send, and no traceparent anywhere in it. Otherwise the bytes pass untouched. */
   if (!inject_enabled || scan.traceparent >= 0 || scan.line_end < 0 || scan.head_end < 0) return 0;
-  struct et_inject_plan plan = {
-      .insert_offset = scan.line_end,
-      .send_length = length,
-  };
-  __builtin_memcpy(plan.first_bytes, scratch->bytes, 8);
-  __builtin_memcpy(plan.header, "traceparent: 00-", 16);
-  write_hex(&plan.header[16], ex->trace_id, 16);
-  plan.header[48] = '-';
-  write_hex(&plan.header[49], ex->span_id, 8);
-  plan.header[65] = '-';
-  plan.header[66] = '0';
-  plan.header[67] = ex->trace_flags & 1 ? '1' : '0';
-  plan.header[68] = '\r';
-  plan.header[69] = '\n';
+  struct et_inject_plan *plan = bpf_map_lookup_elem(&plan_scratch, &zero);
+  if (!plan) return 0;
+  plan->insert_offset = scan.line_end;
+  plan->send_length = length;
+  __builtin_memcpy(plan->first_bytes, scratch->bytes, 8);
+  __builtin_memcpy(plan->header, "traceparent: 00-", 16);
+  write_hex(&plan->header[16], ex->trace_id, 16);
+  plan->header[48] = '-';
+  write_hex(&plan->header[49], ex->span_id, 8);
+  plan->header[65] = '-';
+  plan->header[66] = '0';
+  plan->header[67] = ex->trace_flags & 1 ? '1' : '0';
+  plan->header[68] = '\r';
+  plan->header[69] = '\n';
   __u64 pid_tgid = bpf_get_current_pid_tgid();
-  if (bpf_map_update_elem(&inject_plans, &pid_tgid, &plan, BPF_ANY) == 0) {
+  if (bpf_map_update_elem(&inject_plans, &pid_tgid, plan, BPF_ANY) == 0) {
     ex->flags |= ET_EXCHANGE_INJECTED;
     count(ET_STAT_INJECT_PLANNED);
   }
@@ -633,7 +644,9 @@ static __always_inline __u32 masked_offset(__u32 offset) { return offset & (2 * 
 static __always_inline void copy_chunk(struct conn_state *conn, __u32 offset, __u64 length, __u64 source) {
   if (length > ET_MAX_CAPTURE) length = ET_MAX_CAPTURE;
   if (length == 0) return;
-  if (bpf_probe_read_user(&conn->exchange.data[masked_offset(offset)], length, (void *)source))
+  /* Provably 1..ET_MAX_CAPTURE for older verifiers (6.1) that lose the clamp above. */
+  __u32 bytes = bounded((__u32)length - 1, ET_MAX_CAPTURE - 1) + 1;
+  if (bpf_probe_read_user(&conn->exchange.data[masked_offset(offset)], bytes, (void *)source))
     count(ET_STAT_CAPTURE_FAULTS);
 }
 
@@ -930,24 +943,28 @@ static __always_inline int track_new_connection(__u32 fd, __u8 role) {
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct trace_event_raw_sys_exit *ctx) {
+int exit_accept(void *raw) {
+  const struct trace_event_raw_sys_exit *ctx = raw;
   if (ctx->ret < 0) return 0;
   return track_new_connection((__u32)ctx->ret, ET_ROLE_SERVER);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx) {
+int exit_accept4(void *raw) {
+  const struct trace_event_raw_sys_exit *ctx = raw;
   if (ctx->ret < 0) return 0;
   return track_new_connection((__u32)ctx->ret, ET_ROLE_SERVER);
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx) {
+int enter_connect(void *raw) {
+  const struct trace_event_raw_sys_enter *ctx = raw;
   return track_new_connection((__u32)ctx->args[0], ET_ROLE_CLIENT);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx) {
+int enter_close(void *raw) {
+  const struct trace_event_raw_sys_enter *ctx = raw;
   if (!current_is_traced()) return 0;
   struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__u32)ctx->args[0]};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
@@ -960,13 +977,19 @@ int enter_close(struct trace_event_raw_sys_enter *ctx) {
   return 0;
 }
 
+/* Programs take `void *` and cast: Linux 6.1's verifier refuses a typed context argument
+ * in an object that also has global subprograms. */
 #define IO_PROBES(name, kind, ingress)                                                   \
   SEC("tracepoint/syscalls/sys_enter_" #name)                                           \
-  int enter_##name(struct trace_event_raw_sys_enter *ctx) {                             \
-    return remember_io((__u32)ctx->args[0], ctx->args[1], kind, ctx->args[2], ingress);        \
+  int enter_##name(void *raw) {                                                          \
+    const struct trace_event_raw_sys_enter *ctx = raw;                                  \
+    return remember_io((__u32)ctx->args[0], ctx->args[1], kind, ctx->args[2], ingress); \
   }                                                                                     \
   SEC("tracepoint/syscalls/sys_exit_" #name)                                            \
-  int exit_##name(struct trace_event_raw_sys_exit *ctx) { return complete_io(ctx->ret); }
+  int exit_##name(void *raw) {                                                           \
+    const struct trace_event_raw_sys_exit *ctx = raw;                                   \
+    return complete_io(ctx->ret);                                                       \
+  }
 
 IO_PROBES(read, IO_BUFFER, 1)
 IO_PROBES(recvfrom, IO_BUFFER, 1)
@@ -980,7 +1003,8 @@ IO_PROBES(sendmsg, IO_MSGHDR, 0)
 /* Threads and processes started while serving a request inherit its context, so their
  * outgoing requests become its children. */
 SEC("tracepoint/sched/sched_process_fork")
-int on_fork(struct trace_event_raw_sched_process_fork *ctx) {
+int on_fork(void *raw) {
+  const struct trace_event_raw_sched_process_fork *ctx = raw;
   if (!current_is_traced()) return 0;
   __u32 parent = (__u32)bpf_get_current_pid_tgid();
   struct thread_context *context = bpf_map_lookup_elem(&thread_contexts, &parent);

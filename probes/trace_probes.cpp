@@ -24,15 +24,30 @@ namespace {
 
 std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
 
+// libbpf hands over the verifier's whole log as one message: format it at any length and
+// log it line by line, so a refused program's reason is never cut off.
 int forward_libbpf_log(enum libbpf_print_level level, const char* format, va_list args) {
-  std::array<char, 2048> line{};
-  std::vsnprintf(line.data(), line.size(), format, args);
-  std::string_view text(line.data());
-  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-  if (level == LIBBPF_WARN)
-    spdlog::warn("libbpf: {}", text);
-  else
-    spdlog::debug("libbpf: {}", text);
+  va_list measure;
+  va_copy(measure, args);
+  const int length = std::vsnprintf(nullptr, 0, format, measure);
+  va_end(measure);
+  if (length <= 0) return 0;
+  std::string text(static_cast<std::size_t>(length) + 1, '\0');
+  std::vsnprintf(text.data(), text.size(), format, args);
+  text.resize(static_cast<std::size_t>(length));
+  std::string_view rest(text);
+  while (!rest.empty()) {
+    const auto end = rest.find('\n');
+    const auto line = rest.substr(0, end);
+    if (!line.empty()) {
+      if (level == LIBBPF_WARN)
+        spdlog::warn("libbpf: {}", line);
+      else
+        spdlog::debug("libbpf: {}", line);
+    }
+    if (end == std::string_view::npos) break;
+    rest.remove_prefix(end + 1);
+  }
   return 0;
 }
 
