@@ -33,7 +33,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "run scripts/
 
 work=$(mktemp -d /tmp/edgetrace-bench-XXXXXX)
 trap 'pkill -f "$work/nginx.conf" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$((20000 + RANDOM % 20000))
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 error_log $work/error.log;
