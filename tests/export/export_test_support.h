@@ -1,6 +1,8 @@
 // Span fixtures and temp-file helpers shared by the export suites.
 #pragma once
 
+#include "../common/temp_dir.h"
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -53,25 +55,6 @@ inline Span make_http_span(std::uint64_t seed, std::shared_ptr<const Resource> r
   return s;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "edgetrace-export-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path);

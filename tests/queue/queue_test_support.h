@@ -1,6 +1,8 @@
 // Shared helpers for the queue suites: real directories under /var/tmp, deterministic payloads.
 #pragma once
 
+#include "../common/temp_dir.h"
+
 #include <stdlib.h>
 
 #include <algorithm>
@@ -15,23 +17,9 @@
 
 namespace edgetrace::queue_test {
 
-class TempDir {
+class TempDir : public edgetrace::testing::TempDir {
  public:
-  explicit TempDir(const std::string& prefix = "edgetrace-queue-test") {
-    std::string pattern = "/var/tmp/" + prefix + "-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
+  explicit TempDir(const std::string& prefix = "edgetrace-queue-test") : edgetrace::testing::TempDir(prefix, "/var/tmp") {}
 };
 
 // Self-describing payload: "id=<n>;" then filler derived from the id, so a reader can
