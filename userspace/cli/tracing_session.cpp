@@ -74,10 +74,7 @@ TracingSession::TracingSession(const AgentConfig& config) {
   }
 
   resources_ = std::make_unique<ProcessResources>(ResourceOptions{.service_name = config.service_name});
-  const auto sampler = parse_head_sampler_config(config.sampler, [](std::string_view name) -> std::optional<std::string> {
-    const auto* value = std::getenv(std::string(name).c_str());
-    return value ? std::optional<std::string>(value) : std::nullopt;
-  });
+  const auto sampler = parse_head_sampler_config(config.sampler, process_getenv);
   spdlog::info("head sampler: {} (ratio {})", sampler.name, sampler.ratio);
   probes_ = std::make_unique<HttpCaptureProbes>(CaptureOptions{
       .capture_bytes = config.capture.capture_bytes,

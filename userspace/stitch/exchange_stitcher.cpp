@@ -130,7 +130,7 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
       ++counters_.requests_beyond_capture;
     }
   } else if (!pending.requests.empty()) {
-    const std::vector<http::ParsedRequest> expected(pending.requests.begin(), pending.requests.end());
+    const auto& expected = pending.requests;
     http::ParseStatus response_status;
     const auto responses = http::parse_responses(response_capture, response_status, expected);
     const auto pairing = http::pair_exchange(expected, responses);
@@ -145,7 +145,7 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
     // parsable response: the kernel only sends a record once the exchange is over.
     if (answered == 0 && !pending.requests.empty() && !(exchange.flags & ET_EXCHANGE_PIPELINED)) {
       emit(exchange, pending.requests.front(), nullptr, out);
-      pending.requests.pop_front();
+      pending.requests.erase(pending.requests.begin());
     }
   }
   if (exchange.flags & ET_EXCHANGE_CLOSED) {
@@ -164,10 +164,8 @@ void ExchangeStitcher::deliver() {
 }
 
 void ExchangeStitcher::emit_unanswered(const et_http_exchange& exchange, PendingRequests& pending, SpanBatch& out) {
-  while (!pending.requests.empty()) {
-    emit(exchange, pending.requests.front(), nullptr, out);
-    pending.requests.pop_front();
-  }
+  for (const auto& request : pending.requests) emit(exchange, request, nullptr, out);
+  pending.requests.clear();
 }
 
 void ExchangeStitcher::emit(const et_http_exchange& exchange, const http::ParsedRequest& request,

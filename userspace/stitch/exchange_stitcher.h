@@ -2,10 +2,10 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <random>
 #include <span>
 #include <unordered_map>
+#include <vector>
 
 #include "edgetrace.h"
 #include "http/message.h"
@@ -40,7 +40,7 @@ class ExchangeStitcher {
  private:
   // Requests of pipelined exchanges whose responses come in later records.
   struct PendingRequests {
-    std::deque<http::ParsedRequest> requests;
+    std::vector<http::ParsedRequest> requests;  // a handful at most; answered ones leave from the front
   };
 
   void emit(const et_http_exchange& exchange, const http::ParsedRequest& request,
