@@ -267,14 +267,13 @@ static __always_inline struct conn_state *conn_for_data(__u32 tgid, __u32 fd) {
 }
 
 /* First bytes of the data moved by this call (up to 8), for recognising message starts. */
-static __always_inline __u64 peek_first_bytes(const struct io_args *io, __u64 *first_buffer) {
+static __always_inline __u64 peek_first_bytes(const struct io_args *io) {
   __u64 buffer = io->buffer;
   if (io->kind != IO_BUFFER) {
     struct iovec iov = {};
     if (bpf_probe_read_user(&iov, sizeof(iov), (void *)buffer)) return 0;
     buffer = (__u64)iov.iov_base;
   }
-  *first_buffer = buffer;
   __u64 word = 0;
   bpf_probe_read_user(&word, sizeof(word), (void *)buffer);
   return word;
@@ -900,7 +899,6 @@ static __always_inline int complete_io(__s64 returned) {
   if (!conn) return 0;
 
   __u64 now = bpf_ktime_get_ns();
-  __u64 first_buffer = 0;
   __u8 role = conn->exchange.role;
   /* The first bytes matter where a message may start: a new request, a response on a
    * connection joined mid-stream, or a pipelined response of a sampled exchange. */
@@ -909,7 +907,7 @@ static __always_inline int complete_io(__s64 returned) {
   bool need_first_bytes = role == ET_ROLE_UNKNOWN || conn->phase == PHASE_IDLE ||
                           (!response_side_now && conn->phase == PHASE_RESPONSE) ||
                           (response_side_now && conn->phase == PHASE_RESPONSE && !unsampled);
-  __u64 first_word = need_first_bytes ? peek_first_bytes(&io, &first_buffer) : 0;
+  __u64 first_word = need_first_bytes ? peek_first_bytes(&io) : 0;
   if (role == ET_ROLE_UNKNOWN) {
     /* Joined mid-stream: whoever sends a request is the client, whoever sends a response
      * the server. */
