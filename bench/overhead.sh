@@ -5,7 +5,9 @@
 #   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
 #                     [--modes baseline,traced,traced-0.01] [--kernel-ns]
 #
-# Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R).
+# Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
+# both with the default settings; sockets and sockets-R are the same on the cgroup socket
+# path (`--capture-path sockets --no-inject`).
 # Each traced mode runs nginx under `edgetrace run`; the agent's status line gives the
 # exchanges it emitted and counted as unsampled, whose sum must match the requests wrk
 # completed ("every request captured"). With --kernel-ns, one more run per traced mode with
@@ -54,10 +56,14 @@ run_mode() {
   local mode=$1 pid agent_log="$work/agent-$1.log"
   case "$mode" in
     baseline) nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" & pid=$! ;;
-    traced) "$edgetrace" run --output json --log-level info -- nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
-    traced-*)
-      local ratio=${mode#traced-}
-      OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=$ratio "$edgetrace" run --output json --log-level info -- nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
+    *)
+      local flags=() sampler=() ratio
+      [[ $mode == sockets* ]] && flags=(--capture-path sockets --no-inject)
+      if [[ $mode == *-* ]]; then
+        ratio=${mode#*-}
+        sampler=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$ratio")
+      fi
+      env "${sampler[@]}" "$edgetrace" run --output json --log-level info "${flags[@]}" -- nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
   esac
   wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
   local out
@@ -109,7 +115,7 @@ if ((kernel_ns)); then
 import json, sys
 programs = json.load(open(sys.argv[1]))
 requests = int(sys.argv[2])
-ours = [p for p in programs if p.get("name", "").startswith(("enter_", "exit_", "on_fork", "et_"))]
+ours = [p for p in programs if p.get("name", "").startswith(("enter_", "exit_", "on_fork", "et_", "socket_"))]
 total = sum(p.get("run_time_ns", 0) for p in ours)
 print(f"{sys.argv[3]:<14} {total / requests:8.0f} ns/request over {requests} requests "
       f"({len(ours)} programs; per-program mean ns: " +

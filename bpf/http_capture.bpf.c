@@ -23,15 +23,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_TCP 6
 #define MAX_IOVECS 4
 
-/* Set before load. A power of two no larger than ET_MAX_CAPTURE. */
-const volatile __u32 capture_bytes = ET_DEFAULT_CAPTURE;
-/* Set before load: wake the consumer once this much data waits (a quarter of the ring). */
-const volatile __u64 ring_wakeup_bytes = 2 << 20;
-
-/* Head sampler (enum et_sampler) and its rejection threshold on the trace id's low 56 bits:
- * a root trace is sampled iff those bits, read big-endian, are >= the threshold. */
-const volatile __u32 sampler_mode = ET_SAMPLER_PARENTBASED_ALWAYS_ON;
-const volatile __u64 sampler_threshold = 0;
 const volatile __u32 inject_enabled = 1;
 
 /* Changed by userspace at run time through the mapped .bss. */
@@ -74,26 +65,11 @@ struct {
   __type(value, struct io_args);
 } active_io SEC(".maps");
 
-enum conn_phase { PHASE_IDLE = 0, PHASE_REQUEST = 1, PHASE_RESPONSE = 2 };
-enum conn_protocol { PROTO_UNKNOWN = 0, PROTO_HTTP1 = 1, PROTO_OTHER = 2, PROTO_NOT_TCP = 3 };
+#include "http_exchange.bpf.h"
 
 struct conn_key {
   __u32 tgid;
   __u32 fd;
-};
-
-struct conn_state {
-  __u8 protocol;   /* enum conn_protocol */
-  __u8 phase;      /* enum conn_phase */
-  __u8 from_start; /* seen since accept/connect, so its first bytes are its first bytes */
-  __u8 resolved;   /* socket type and addresses read */
-  __u8 context_decided; /* trace context and sampling settled for the current exchange */
-  __u8 _pad0;
-  __u16 scanned;        /* request bytes already searched for traceparent */
-  struct et_http_exchange exchange;
-  /* Never written: it only lets the verifier prove that a capture copy whose offset and
-   * length it bounds separately stays inside the map value. */
-  __u8 verifier_slack[ET_MAX_CAPTURE];
 };
 
 struct {
@@ -148,23 +124,6 @@ struct {
   __type(key, __u32);
   __type(value, struct et_inject_plan);
 } plan_scratch SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 8 << 20); /* resized by userspace before load */
-} exchanges SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, ET_STAT_COUNT);
-  __type(key, __u32);
-  __type(value, __u64);
-} et_stats SEC(".maps");
-
-static __always_inline void count(__u32 stat) {
-  __u64 *value = bpf_map_lookup_elem(&et_stats, &stat);
-  if (value) *value += 1;
-}
 
 static __always_inline bool current_is_traced(void) {
   __u32 levels = opt_in_cgroup_levels;
@@ -277,249 +236,6 @@ static __always_inline __u64 peek_first_bytes(const struct io_args *io) {
   __u64 word = 0;
   bpf_probe_read_user(&word, sizeof(word), (void *)buffer);
   return word;
-}
-
-/* Little-endian byte patterns of the message starts the kernel recognises; userspace's
- * looks_like_http_request_start() accepts the same set. */
-#define WORD4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
-#define MASK4 0xffffffffull
-#define MASK5 0xffffffffffull
-#define MASK7 0xffffffffffffffull
-
-static __always_inline bool is_request_start(__u64 w, __s64 len) {
-  if (len < 4) return false;
-  __u64 w4 = w & MASK4;
-  if (w4 == WORD4('G', 'E', 'T', ' ') || w4 == WORD4('P', 'U', 'T', ' ')) return true;
-  if (len < 5) return false;
-  __u64 w5 = w & MASK5;
-  if (w5 == (WORD4('P', 'O', 'S', 'T') | (__u64)' ' << 32) ||
-      w5 == (WORD4('H', 'E', 'A', 'D') | (__u64)' ' << 32))
-    return true;
-  if (w4 == WORD4('D', 'E', 'L', 'E') || w4 == WORD4('P', 'A', 'T', 'C') ||
-      w4 == WORD4('O', 'P', 'T', 'I') || w4 == WORD4('C', 'O', 'N', 'N') ||
-      w4 == WORD4('T', 'R', 'A', 'C'))
-    return true;
-  return false;
-}
-
-static __always_inline bool is_response_start(__u64 w, __s64 len) {
-  return len >= 7 && (w & MASK7) == (WORD4('H', 'T', 'T', 'P') | (__u64)'/' << 32 |
-                                     (__u64)'1' << 40 | (__u64)'.' << 48);
-}
-
-/* ---- Trace context: W3C traceparent in, head sampling, traceparent out. ---- */
-
-#define TRACEPARENT_NAME_LEN 12
-#define TRACEPARENT_VALUE_LEN 55
-#define TRACEPARENT_WORD (WORD4('t', 'r', 'a', 'c') | WORD4('e', 'p', 'a', 'r') << 32)
-#define ENT_COLON_WORD WORD4('e', 'n', 't', ':')
-#define NEWLINES 0x0a0a0a0a0a0a0a0aull
-#define LOW_BITS 0x0101010101010101ull
-#define HIGH_BITS 0x8080808080808080ull
-
-/* Masks an index so the verifier can bound it. The empty asm hides what the compiler knows
- * of the value, so it cannot drop a mask it believes redundant after a range check. */
-static __always_inline __u32 bounded(__u32 value, __u32 mask) {
-  asm volatile("" : "+r"(value));
-  return value & mask;
-}
-
-struct head_scan {
-  const __u8 *bytes; /* a map value with at least 1024 + 128 readable bytes */
-  __u32 start;       /* first offset to look at */
-  __u32 length;      /* bytes that are valid */
-  __u32 cursor;      /* where the next step looks */
-  __s32 line_end;    /* offset just past the first "\n", or -1 */
-  __s32 head_end;    /* offset just past the blank line ending the head, or -1 */
-  __s32 traceparent; /* offset of the first traceparent field's value, or -1 */
-};
-
-static __always_inline void look_at_newline(struct head_scan *scan, const __u8 *bytes, __u32 at) {
-  if (scan->line_end < 0) scan->line_end = at + 1;
-  if (at + 1 < scan->length && bytes[bounded(at + 1, 1023)] == '\n') {
-    scan->head_end = at + 2;
-    return;
-  }
-  if (at + 2 < scan->length && bytes[bounded(at + 1, 1023)] == '\r' && bytes[bounded(at + 2, 1023)] == '\n') {
-    scan->head_end = at + 3;
-    return;
-  }
-  if (scan->traceparent >= 0 || at + 1 + TRACEPARENT_NAME_LEN > scan->length) return;
-  __u32 name = bounded(at + 1, 1023);
-  __u64 word = 0;
-  __u32 tail = 0;
-  __builtin_memcpy(&word, &bytes[name], 8);
-  __builtin_memcpy(&tail, &bytes[name + 8], 4);
-  /* |0x20 folds ASCII letters to lower case and maps no other byte onto one. */
-  if ((word | 0x2020202020202020ull) == TRACEPARENT_WORD && (tail | 0x00202020u) == ENT_COLON_WORD)
-    scan->traceparent = at + 1 + TRACEPARENT_NAME_LEN;
-}
-
-/* One step finds the next newline, 8 bytes at a time, and looks at the line after it. */
-static long scan_head_step(__u32 index, struct head_scan *scan) {
-  __u32 at = scan->cursor;
-  if (at >= scan->length || at >= 1024) return 1;
-  const __u8 *bytes = scan->bytes;
-  __u64 word = 0;
-  __builtin_memcpy(&word, &bytes[bounded(at, 1023)], 8);
-  __u64 x = word ^ NEWLINES;
-  /* Flags the high bit of every zero byte of x; the lowest flag is always exact. */
-  __u64 found = (x - LOW_BITS) & ~x & HIGH_BITS;
-  __u32 valid = scan->length - at;
-  if (valid < 8) found &= (1ull << (valid * 8)) - 1;
-  if (!found) {
-    scan->cursor = at + 8;
-    return 0;
-  }
-  __u64 lowest = found & -found;
-  __u32 k = 0;
-  if (!(lowest & 0xffffffffull)) {
-    k += 4;
-    lowest >>= 32;
-  }
-  if (!(lowest & 0xffff)) {
-    k += 2;
-    lowest >>= 16;
-  }
-  if (!(lowest & 0xff)) k += 1;
-  __u32 pos = at + k;
-  look_at_newline(scan, bytes, bounded(pos, 1023));
-  if (scan->head_end >= 0) return 1;
-  scan->cursor = pos + 1;
-  return 0;
-}
-
-/* At most one step per 8 bytes plus one per line: 512 bytes of head in 128 steps. */
-#define SCAN_STEPS 128
-
-static __always_inline void scan_head(struct head_scan *scan) {
-  scan->cursor = scan->start;
-  scan->line_end = -1;
-  scan->head_end = -1;
-  scan->traceparent = -1;
-  bpf_loop(SCAN_STEPS, scan_head_step, scan, 0);
-}
-
-static __always_inline bool is_lower_hex(__u8 c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-static __always_inline __u8 hex_value(__u8 c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
-
-struct hex_decode {
-  const __u8 *bytes;
-  __u32 at;
-  __u8 *out;
-  __u8 invalid;
-  __u8 any_nonzero;
-};
-
-static long decode_hex_byte(__u32 index, struct hex_decode *d) {
-  /* d->at + 32 < the valid length <= 1024 (checked by the caller). */
-  __u32 at = bounded(d->at, 1023) + bounded(2 * index, 63);
-  __u8 high = d->bytes[at], low = d->bytes[at + 1];
-  if (!is_lower_hex(high) || !is_lower_hex(low)) {
-    d->invalid = 1;
-    return 1;
-  }
-  __u8 value = hex_value(high) << 4 | hex_value(low);
-  d->out[index & 15] = value;
-  d->any_nonzero |= value;
-  return 0;
-}
-
-/* W3C Trace Context: lowercase hex only; version ff invalid; all-zero ids invalid; version
- * 00 has exactly 55 characters; a higher version is read by its first four fields. */
-static __always_inline bool parse_traceparent(const __u8 *bytes, __u32 value, __u32 length, __u8 trace_id[16],
-                                              __u8 parent_id[8], __u8 *flags) {
-  for (int i = 0; i < 4 && value < length; i++) {
-    __u8 c = bytes[bounded(value, 1023)];
-    if (c != ' ' && c != '\t') break;
-    value++;
-  }
-  if (value + TRACEPARENT_VALUE_LEN >= length || value > 1024) return false;
-  value = bounded(value, 1023);
-  __u8 v0 = bytes[value], v1 = bytes[value + 1];
-  if (!is_lower_hex(v0) || !is_lower_hex(v1) || (v0 == 'f' && v1 == 'f')) return false;
-  if (bytes[value + 2] != '-' || bytes[value + 35] != '-' || bytes[value + 52] != '-') return false;
-  __u8 f0 = bytes[value + 53], f1 = bytes[value + 54], after = bytes[value + 55];
-  if (!is_lower_hex(f0) || !is_lower_hex(f1)) return false;
-  bool version_zero = v0 == '0' && v1 == '0';
-  bool ends = after == '\r' || after == '\n' || after == ' ' || after == '\t';
-  if (!(ends || (!version_zero && after == '-'))) return false;
-
-  struct hex_decode d = {.bytes = bytes, .at = value + 3, .out = trace_id};
-  bpf_loop(16, decode_hex_byte, &d, 0);
-  if (d.invalid || !d.any_nonzero) return false;
-  d.at = value + 36;
-  d.out = parent_id;
-  d.any_nonzero = 0;
-  bpf_loop(8, decode_hex_byte, &d, 0);
-  if (d.invalid || !d.any_nonzero) return false;
-  *flags = hex_value(f0) << 4 | hex_value(f1);
-  return true;
-}
-
-static __always_inline void random_bytes(__u8 *out, int words) {
-  for (int i = 0; i < words; i++) {
-    __u32 r = bpf_get_prandom_u32();
-    __builtin_memcpy(out + 4 * i, &r, 4);
-  }
-}
-
-/* OpenTelemetry consistent sampling: the trace id's last 7 bytes, big-endian, against the
- * rejection threshold. The same rule as userspace/sampling/consistent_probability.h. */
-static __always_inline bool ratio_sampled(const __u8 trace_id[16]) {
-  __u64 randomness = 0;
-  for (int i = 9; i < 16; i++) randomness = randomness << 8 | trace_id[i];
-  return randomness >= sampler_threshold;
-}
-
-static __always_inline __u8 sample(const __u8 trace_id[16], bool has_parent, __u8 parent_flags) {
-  switch (sampler_mode) {
-    case ET_SAMPLER_ALWAYS_ON: return 1;
-    case ET_SAMPLER_ALWAYS_OFF: return 0;
-    case ET_SAMPLER_TRACEIDRATIO: return ratio_sampled(trace_id);
-    case ET_SAMPLER_PARENTBASED_ALWAYS_OFF: return has_parent ? (parent_flags & 1) : 0;
-    case ET_SAMPLER_PARENTBASED_TRACEIDRATIO: return has_parent ? (parent_flags & 1) : ratio_sampled(trace_id);
-    default: return has_parent ? (parent_flags & 1) : 1;
-  }
-}
-
-/* A new trace: random ids (all 56 low bits random, so fit for consistent sampling). */
-static __always_inline void start_root_context(struct et_http_exchange *ex) {
-  random_bytes(ex->trace_id, 4);
-  random_bytes(ex->span_id, 2);
-  __builtin_memset(ex->parent_span_id, 0, sizeof(ex->parent_span_id));
-  ex->flags &= ~ET_EXCHANGE_HAS_PARENT;
-  ex->trace_flags = sample(ex->trace_id, false, 0);
-}
-
-/* Server side: once the request head is in (or can no longer tell us more), join the
- * incoming trace or start one, and decide sampling. */
-/* Global (not inlined): the verifier checks it once, not at every call site. */
-__noinline int settle_server_context(struct conn_state *conn, int force) {
-  if (!conn || conn->context_decided) return 0;
-  struct et_http_exchange *ex = &conn->exchange;
-  struct head_scan scan = {.bytes = ex->data, .start = conn->scanned & ~7u, .length = ex->request_captured};
-  scan_head(&scan);
-  if (scan.traceparent >= 0) {
-    __u8 flags = 0;
-    if (parse_traceparent(ex->data, scan.traceparent, ex->request_captured, ex->trace_id, ex->parent_span_id, &flags)) {
-      random_bytes(ex->span_id, 2);
-      ex->flags |= ET_EXCHANGE_HAS_PARENT;
-      ex->trace_flags = sample(ex->trace_id, true, flags);
-      conn->context_decided = 1;
-      return 0;
-    }
-    /* Present but invalid: a new trace, as W3C asks. */
-    force = true;
-  }
-  if (force || scan.head_end >= 0 || ex->request_captured >= capture_bytes) {
-    start_root_context(ex);
-    conn->context_decided = 1;
-    return 0;
-  }
-  /* Head still incomplete: look again from the last full line on the next read. */
-  conn->scanned = scan.line_end > 0 ? ex->request_captured : 0;
-  return 0;
 }
 
 static __always_inline void remember_server_thread(struct conn_state *conn) {
@@ -638,8 +354,6 @@ __noinline int settle_client_context(struct conn_state *conn, __u64 buffer, __u6
   return 0;
 }
 
-static __always_inline __u32 masked_offset(__u32 offset) { return offset & (2 * ET_MAX_CAPTURE - 1); }
-
 static __always_inline void copy_chunk(struct conn_state *conn, __u32 offset, __u64 length, __u64 source) {
   if (length > ET_MAX_CAPTURE) length = ET_MAX_CAPTURE;
   if (length == 0) return;
@@ -680,60 +394,6 @@ static __always_inline void capture(struct conn_state *conn, bool response_side,
     conn->exchange.response_captured = have + want;
   else
     conn->exchange.request_captured = have + want;
-}
-
-__noinline int emit_exchange(struct conn_state *conn, __u32 extra_flags) {
-  if (!conn) return 0;
-  if (!conn->context_decided) {
-    if (conn->exchange.role == ET_ROLE_SERVER)
-      settle_server_context(conn, true);
-    else
-      start_root_context(&conn->exchange);
-    conn->context_decided = 1;
-  }
-  conn->phase = PHASE_IDLE;
-  if (!(conn->exchange.trace_flags & 1)) {
-    count(ET_STAT_UNSAMPLED);
-    return 0;
-  }
-  conn->exchange.flags |= extra_flags;
-  if (!conn->from_start) conn->exchange.flags |= ET_EXCHANGE_JOINED_MIDSTREAM;
-  /* Send only up to the last captured response byte. */
-  __u64 size = ET_EXCHANGE_HEADER_SIZE + (__u64)capture_bytes + conn->exchange.response_captured;
-  if (size > sizeof(struct et_http_exchange)) size = sizeof(struct et_http_exchange);
-  /* Waking the consumer per record costs a context switch per request; it drains on a short
-   * timer instead, and is only woken when the buffer is filling up. */
-  __u64 wakeup = bpf_ringbuf_query(&exchanges, BPF_RB_AVAIL_DATA) > ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-  if (bpf_ringbuf_output(&exchanges, &conn->exchange, size, wakeup))
-    count(ET_STAT_RINGBUF_DROPS);
-  else
-    count(ET_STAT_EXCHANGES_EMITTED);
-  return 0;
-}
-
-static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_ns, __u32 flags) {
-  struct et_http_exchange *ex = &conn->exchange;
-  ex->flags = flags;
-  ex->sequence += 1;
-  ex->tid = (__u32)bpf_get_current_pid_tgid();
-  ex->request_start_ns = start_ns;
-  ex->request_end_ns = start_ns;
-  ex->response_start_ns = 0;
-  ex->response_end_ns = 0;
-  ex->request_bytes = 0;
-  ex->response_bytes = 0;
-  ex->request_captured = 0;
-  ex->response_captured = 0;
-  conn->context_decided = 0;
-  conn->scanned = 0;
-  conn->protocol = PROTO_HTTP1;
-  conn->phase = PHASE_REQUEST;
-}
-
-static __always_inline bool response_is_interim(struct conn_state *conn) {
-  /* "HTTP/1.1 1xx": the status' first digit sits at offset 9 of the response prefix. */
-  __u32 at = masked_offset(capture_bytes + 9);
-  return conn->exchange.response_captured > 9 && conn->exchange.data[at] == '1';
 }
 
 static __always_inline void on_request_bytes(struct conn_state *conn, const struct io_args *io, __s64 length,

@@ -92,6 +92,34 @@ void ensure_tracefs_mounted() {
 
 }  // namespace
 
+void route_libbpf_logs_to_spdlog() { libbpf_set_print(forward_libbpf_log); }
+
+void validate_capture_options(const CaptureOptions& options) {
+  if (!is_power_of_two(options.capture_bytes) || options.capture_bytes > ET_MAX_CAPTURE || options.capture_bytes < 64)
+    throw std::invalid_argument("capture_bytes must be a power of two from 64 to " + std::to_string(ET_MAX_CAPTURE));
+  if (!is_power_of_two(options.ring_buffer_bytes) || options.ring_buffer_bytes < 4096)
+    throw std::invalid_argument("ring_buffer_bytes must be a power of two of at least 4096");
+}
+
+KernelCounters read_kernel_counters(int et_stats_map_fd) {
+  const int cpus = libbpf_num_possible_cpus();
+  std::array<std::uint64_t, ET_STAT_COUNT> totals{};
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(cpus > 0 ? cpus : 1));
+  for (std::uint32_t stat = 0; stat < ET_STAT_COUNT; ++stat) {
+    if (bpf_map_lookup_elem(et_stats_map_fd, &stat, per_cpu.data()) != 0) continue;
+    for (auto v : per_cpu) totals[stat] += v;
+  }
+  return KernelCounters{
+      .exchanges_emitted = totals[ET_STAT_EXCHANGES_EMITTED],
+      .ring_buffer_drops = totals[ET_STAT_RINGBUF_DROPS],
+      .unsampled = totals[ET_STAT_UNSAMPLED],
+      .non_http_connections = totals[ET_STAT_NON_HTTP_CONNECTIONS],
+      .connection_table_full = totals[ET_STAT_CONN_TABLE_FULL],
+      .capture_faults = totals[ET_STAT_CAPTURE_FAULTS],
+      .injections_planned = totals[ET_STAT_INJECT_PLANNED],
+  };
+}
+
 std::filesystem::path cgroup2_mount_point() {
   std::ifstream mountinfo("/proc/self/mountinfo");
   std::string line;
@@ -117,12 +145,8 @@ void HttpCaptureProbes::SkeletonDeleter::operator()(http_capture_bpf* skeleton) 
 }
 
 HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_bytes_(options.capture_bytes) {
-  if (!is_power_of_two(options.capture_bytes) || options.capture_bytes > ET_MAX_CAPTURE || options.capture_bytes < 64)
-    throw std::invalid_argument("capture_bytes must be a power of two from 64 to " + std::to_string(ET_MAX_CAPTURE));
-  if (!is_power_of_two(options.ring_buffer_bytes) || options.ring_buffer_bytes < 4096)
-    throw std::invalid_argument("ring_buffer_bytes must be a power of two of at least 4096");
-
-  libbpf_set_print(forward_libbpf_log);
+  validate_capture_options(options);
+  route_libbpf_logs_to_spdlog();
   skeleton_.reset(http_capture_bpf::open());
   if (!skeleton_) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
 
@@ -192,25 +216,6 @@ int HttpCaptureProbes::ring_buffer_fd() const { return bpf_map__fd(skeleton_->ma
 
 int HttpCaptureProbes::inject_plans_fd() const { return bpf_map__fd(skeleton_->maps.inject_plans); }
 
-KernelCounters HttpCaptureProbes::counters() const {
-  const int cpus = libbpf_num_possible_cpus();
-  std::array<std::uint64_t, ET_STAT_COUNT> totals{};
-  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(cpus > 0 ? cpus : 1));
-  for (std::uint32_t stat = 0; stat < ET_STAT_COUNT; ++stat) {
-    if (bpf_map__lookup_elem(skeleton_->maps.et_stats, &stat, sizeof(stat), per_cpu.data(),
-                             per_cpu.size() * sizeof(std::uint64_t), 0) != 0)
-      continue;
-    for (auto v : per_cpu) totals[stat] += v;
-  }
-  return KernelCounters{
-      .exchanges_emitted = totals[ET_STAT_EXCHANGES_EMITTED],
-      .ring_buffer_drops = totals[ET_STAT_RINGBUF_DROPS],
-      .unsampled = totals[ET_STAT_UNSAMPLED],
-      .non_http_connections = totals[ET_STAT_NON_HTTP_CONNECTIONS],
-      .connection_table_full = totals[ET_STAT_CONN_TABLE_FULL],
-      .capture_faults = totals[ET_STAT_CAPTURE_FAULTS],
-      .injections_planned = totals[ET_STAT_INJECT_PLANNED],
-  };
-}
+KernelCounters HttpCaptureProbes::counters() const { return read_kernel_counters(bpf_map__fd(skeleton_->maps.et_stats)); }
 
 }  // namespace edgetrace

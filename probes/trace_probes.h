@@ -30,26 +30,41 @@ struct KernelCounters {
   std::uint64_t injections_planned = 0;
 };
 
-class HttpCaptureProbes {
+// What the pipeline and the CLI need from a capture path, whichever hooks it uses.
+class CaptureProbes {
+ public:
+  virtual ~CaptureProbes() = default;
+  // Traces every process in this cgroup v2 directory and its descendants.
+  virtual void add_cgroup(const std::filesystem::path& cgroup_dir) = 0;
+  virtual void remove_cgroup(const std::filesystem::path& cgroup_dir) = 0;
+  virtual void add_pid(std::uint32_t tgid) = 0;
+  virtual void remove_pid(std::uint32_t tgid) = 0;
+  [[nodiscard]] virtual int ring_buffer_fd() const = 0;
+  [[nodiscard]] virtual KernelCounters counters() const = 0;
+  [[nodiscard]] virtual std::uint32_t capture_bytes() const = 0;
+};
+
+// The syscall-tracepoint path (bpf/http_capture.bpf.c): complete (pids, processes moved into
+// a cgroup, per-thread context, injection plans), at a cost to every process on the host.
+class HttpCaptureProbes final : public CaptureProbes {
  public:
   // Opens, sizes, loads and attaches every program. Throws std::runtime_error saying which
   // step failed and why (verifier log goes to the debug log).
   explicit HttpCaptureProbes(const CaptureOptions& options);
-  ~HttpCaptureProbes();
+  ~HttpCaptureProbes() override;
   HttpCaptureProbes(const HttpCaptureProbes&) = delete;
   HttpCaptureProbes& operator=(const HttpCaptureProbes&) = delete;
 
-  // Traces every process in this cgroup v2 directory and its descendants.
-  void add_cgroup(const std::filesystem::path& cgroup_dir);
-  void remove_cgroup(const std::filesystem::path& cgroup_dir);
-  void add_pid(std::uint32_t tgid);
-  void remove_pid(std::uint32_t tgid);
+  void add_cgroup(const std::filesystem::path& cgroup_dir) override;
+  void remove_cgroup(const std::filesystem::path& cgroup_dir) override;
+  void add_pid(std::uint32_t tgid) override;
+  void remove_pid(std::uint32_t tgid) override;
 
-  [[nodiscard]] int ring_buffer_fd() const;
+  [[nodiscard]] int ring_buffer_fd() const override;
   // The map through which the capture programs hand traceparent plans to the injector.
   [[nodiscard]] int inject_plans_fd() const;
-  [[nodiscard]] KernelCounters counters() const;
-  [[nodiscard]] std::uint32_t capture_bytes() const { return capture_bytes_; }
+  [[nodiscard]] KernelCounters counters() const override;
+  [[nodiscard]] std::uint32_t capture_bytes() const override { return capture_bytes_; }
 
  private:
   struct SkeletonDeleter {
@@ -62,6 +77,13 @@ class HttpCaptureProbes {
   std::array<std::uint32_t, 32> cgroups_per_level_{};
   std::uint32_t pid_count_ = 0;
 };
+
+// Sends libbpf's messages (verifier logs included, line by line) to spdlog.
+void route_libbpf_logs_to_spdlog();
+// Sums the per-CPU `et_stats` array (enum et_stat) that both capture objects keep.
+KernelCounters read_kernel_counters(int et_stats_map_fd);
+// Checks that options can be loaded; throws std::invalid_argument saying which is wrong.
+void validate_capture_options(const CaptureOptions& options);
 
 // The cgroup v2 mount point ("/sys/fs/cgroup" or "/sys/fs/cgroup/unified" in hybrid mode).
 std::filesystem::path cgroup2_mount_point();

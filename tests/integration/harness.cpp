@@ -1,5 +1,6 @@
 #include "harness.h"
 
+#include <cstdlib>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -205,10 +206,23 @@ std::vector<nlohmann::json> with_path(const std::vector<nlohmann::json>& spans, 
 
 double duration_ms(const nlohmann::json& span) { return span["duration_ns"].get<double>() / 1e6; }
 
+std::vector<std::string> capture_path_flags() {
+  const char* path = std::getenv("EDGETRACE_TEST_CAPTURE_PATH");
+  if (path == nullptr || *path == '\0') return {};
+  return {"--capture-path", path};
+}
+
+std::string capture_path_under_test() {
+  const auto flags = capture_path_flags();
+  return flags.empty() ? "syscalls" : flags[1];
+}
+
 TracedRun::TracedRun(std::vector<std::string> command, std::vector<std::string> extra_flags, SpawnOptions options)
     : process_(
           [&] {
             std::vector<std::string> argv{edgetrace_binary().string(), "run"};
+            const auto path_flags = capture_path_flags();
+            argv.insert(argv.end(), path_flags.begin(), path_flags.end());
             if (std::find(extra_flags.begin(), extra_flags.end(), "--output") == extra_flags.end())
               argv.insert(argv.end(), {"--output", "json"});
             argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());

@@ -273,7 +273,9 @@ TEST(HttpCapture, AgentJoinsAKeepAliveConnectionOpenedBeforeItStarted) {
 
   const auto config = std::filesystem::temp_directory_path() / ("edgetrace-agent-" + std::to_string(::getpid()) + ".yaml");
   std::ofstream(config) << "output: json\nstatus_interval_seconds: 0\ntargets:\n  cgroups: [" << cgroup.path().string() << "]\n";
-  Subprocess agent({edgetrace_binary().string(), "agent", "--config", config.string()});
+  std::vector<std::string> agent_argv{edgetrace_binary().string(), "agent", "--config", config.string()};
+  for (const auto& flag : capture_path_flags()) agent_argv.push_back(flag);
+  Subprocess agent(agent_argv);
   for (int i = 0; i < 200 && agent.stderr_text().find("agent running") == std::string::npos; ++i) std::this_thread::sleep_for(50ms);
   ASSERT_NE(agent.stderr_text().find("agent running"), std::string::npos) << agent.stderr_text();
 
@@ -284,9 +286,16 @@ TEST(HttpCapture, AgentJoinsAKeepAliveConnectionOpenedBeforeItStarted) {
   ASSERT_EQ(agent.wait(20s), 0);
   const auto spans = parse_spans(agent.lines());
   ASSERT_EQ(spans.size(), 2u);
-  // The server thread sat in read() when the agent attached, so the first request after it
-  // was never seen entering: its span is kept with the response, the request unknown.
-  EXPECT_EQ(spans[0]["attributes"]["edgetrace.request.unknown"], true);
+  if (capture_path_under_test() == "sockets") {
+    // The socket programs see each segment as it arrives, so the first request after the
+    // attach is seen whole.
+    EXPECT_FALSE(spans[0]["attributes"].contains("edgetrace.request.unknown"));
+    EXPECT_EQ(spans[0]["attributes"]["url.query"], "after=1");
+  } else {
+    // The server thread sat in read() when the agent attached, so the first request after it
+    // was never seen entering: its span is kept with the response, the request unknown.
+    EXPECT_EQ(spans[0]["attributes"]["edgetrace.request.unknown"], true);
+  }
   EXPECT_EQ(status_of(spans[0]), 200);
   EXPECT_EQ(spans[1]["attributes"]["url.path"], "/before");
   EXPECT_EQ(spans[1]["attributes"]["url.query"], "after=2");
@@ -307,6 +316,16 @@ TEST(Cli, BadConfigurationIsAClearErrorNamingTheKey) {
   Subprocess bad_value({edgetrace_binary().string(), "run", "--config", config.string(), "--", "true"});
   EXPECT_EQ(bad_value.wait(), 2);
   EXPECT_NE(bad_value.stderr_text().find("capture.bytes: expected a power of two"), std::string::npos) << bad_value.stderr_text();
+  std::ofstream(config) << "capture:\n  path: kprobes\n";
+  Subprocess bad_path({edgetrace_binary().string(), "run", "--config", config.string(), "--", "true"});
+  EXPECT_EQ(bad_path.wait(), 2);
+  EXPECT_NE(bad_path.stderr_text().find("capture.path: expected auto, syscalls or sockets, got 'kprobes'"), std::string::npos)
+      << bad_path.stderr_text();
+  std::ofstream(config) << "targets:\n  pids: [1]\n";
+  Subprocess pid_on_sockets({edgetrace_binary().string(), "agent", "--config", config.string(), "--capture-path", "sockets"});
+  EXPECT_EQ(pid_on_sockets.wait(), 1);
+  EXPECT_NE(pid_on_sockets.stderr_text().find("the socket capture path follows cgroups only"), std::string::npos)
+      << pid_on_sockets.stderr_text();
   std::filesystem::remove(config);
 }
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "output/span_writers.h"
+#include "socket_probes.h"
 #include "queue/disk_batch_queue.h"
 #include "queue/queue_config.h"
 #include "sampling/head_sampler_config.h"
@@ -18,6 +19,7 @@ AgentConfig resolve_config(const std::optional<std::string>& config_file, const 
   if (overrides.log_level) config.log_level = *overrides.log_level;
   if (overrides.queue_dir) config.queue["dir"] = *overrides.queue_dir;
   if (overrides.no_inject) config.inject = false;
+  if (overrides.capture_path) config.capture.path = *overrides.capture_path;
   return config;
 }
 
@@ -32,6 +34,16 @@ void configure_logging(const std::string& level) {
 OutputKind effective_output(const AgentConfig& config) {
   if (config.output) return *config.output;
   return otlp_endpoint_configured(config.exporter, process_getenv) ? OutputKind::Otlp : OutputKind::Console;
+}
+
+CapturePath effective_capture_path(const AgentConfig& config) {
+  if (config.capture.path != CapturePath::Auto) return config.capture.path;
+  // The socket programs see only sockets created inside the cgroup: that is every socket of
+  // a command `run` starts there, but not necessarily of processes an operator moved into a
+  // cgroup, and a bare pid has no cgroup to attach to. Injection and per-thread context need
+  // the syscall hooks (see docs/architecture.md).
+  if (config.is_run_command && config.targets.pids.empty() && !config.inject) return CapturePath::Sockets;
+  return CapturePath::Syscalls;
 }
 
 namespace {
@@ -76,17 +88,25 @@ TracingSession::TracingSession(const AgentConfig& config) {
   resources_ = std::make_unique<ProcessResources>(ResourceOptions{.service_name = config.service_name});
   const auto sampler = parse_head_sampler_config(config.sampler, process_getenv);
   spdlog::info("head sampler: {} (ratio {})", sampler.name, sampler.ratio);
-  probes_ = std::make_unique<HttpCaptureProbes>(CaptureOptions{
+  const CaptureOptions capture_options{
       .capture_bytes = config.capture.capture_bytes,
       .max_connections = config.capture.max_connections,
       .ring_buffer_bytes = config.capture.ring_buffer_bytes,
       .sampler_mode = sampler.mode,
       .sampler_threshold = sampler.rejection_threshold,
       .plan_injection = config.inject,
-  });
-  if (config.inject) {
-    injector_ = std::make_unique<TraceContextInjector>(probes_->inject_plans_fd());
-    spdlog::info("traceparent injection on (sockops + sk_msg)");
+  };
+  if (effective_capture_path(config) == CapturePath::Sockets) {
+    probes_ = std::make_unique<SocketCaptureProbes>(capture_options);
+    if (config.inject)
+      spdlog::warn("capture.path sockets: traceparent injection needs the syscall path and is off");
+  } else {
+    auto syscall_probes = std::make_unique<HttpCaptureProbes>(capture_options);
+    if (config.inject) {
+      injector_ = std::make_unique<TraceContextInjector>(syscall_probes->inject_plans_fd());
+      spdlog::info("traceparent injection on (sockops + sk_msg)");
+    }
+    probes_ = std::move(syscall_probes);
   }
   stitcher_ = std::make_unique<ExchangeStitcher>(*resources_, MonotonicToUnix{}, http::RouteMatcher(config.routes), *head_);
   pipeline_ = std::make_unique<CapturePipeline>(

@@ -24,6 +24,7 @@ struct SessionOverrides {
   std::optional<std::string> queue_dir;
   std::optional<std::string> log_level;
   bool no_inject = false;
+  std::optional<CapturePath> capture_path;
 };
 
 // Applies flags over the file's values. Throws ConfigError.
@@ -31,6 +32,8 @@ AgentConfig resolve_config(const std::optional<std::string>& config_file, const 
 // The output the configuration asks for: explicit, else OTLP when an endpoint is configured
 // (YAML or OTEL_EXPORTER_OTLP_*ENDPOINT), else the console.
 OutputKind effective_output(const AgentConfig& config);
+// The capture path `auto` resolves to for this configuration (docs/configuration.md).
+CapturePath effective_capture_path(const AgentConfig& config);
 void configure_logging(const std::string& level);
 
 class TracingSession {
@@ -57,7 +60,7 @@ class TracingSession {
   SpanSink* head_ = nullptr;
   bool stopped_ = false;
   std::unique_ptr<ProcessResources> resources_;
-  std::unique_ptr<HttpCaptureProbes> probes_;
+  std::unique_ptr<CaptureProbes> probes_;
   std::unique_ptr<TraceContextInjector> injector_;  // null with --no-inject
   std::unique_ptr<ExchangeStitcher> stitcher_;
   std::unique_ptr<CapturePipeline> pipeline_;

@@ -47,6 +47,13 @@ OutputKind parse_output_kind(const std::string& text) {
   throw ConfigError("output: expected console, json or otlp, got '" + text + "'");
 }
 
+CapturePath parse_capture_path(const std::string& text) {
+  if (text == "auto") return CapturePath::Auto;
+  if (text == "syscalls") return CapturePath::Syscalls;
+  if (text == "sockets") return CapturePath::Sockets;
+  throw ConfigError("expected auto, syscalls or sockets, got '" + text + "'");
+}
+
 AgentConfig parse_config(const YAML::Node& root) {
   AgentConfig config;
   if (!root || root.IsNull()) return config;
@@ -69,7 +76,14 @@ AgentConfig parse_config(const YAML::Node& root) {
 
   if (const auto capture = root["capture"]) {
     require_map(capture, "capture");
-    reject_unknown_keys(capture, "capture", {"bytes", "max_connections", "ring_buffer_bytes"});
+    reject_unknown_keys(capture, "capture", {"path", "bytes", "max_connections", "ring_buffer_bytes"});
+    if (capture["path"]) {
+      try {
+        config.capture.path = parse_capture_path(scalar<std::string>(capture["path"], "capture.path", "a string"));
+      } catch (const ConfigError& error) {
+        throw ConfigError(std::string("capture.path: ") + error.what());
+      }
+    }
     if (capture["bytes"]) config.capture.capture_bytes = power_of_two(capture["bytes"], "capture.bytes", 64, 1024);
     if (capture["max_connections"]) {
       config.capture.max_connections = scalar<std::uint32_t>(capture["max_connections"], "capture.max_connections", "a whole number");

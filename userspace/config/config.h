@@ -17,7 +17,15 @@ namespace edgetrace {
 
 enum class OutputKind { Console, Json, Otlp };
 
+// Which kernel hooks capture exchanges (docs/configuration.md, docs/architecture.md).
+enum class CapturePath {
+  Auto,      // sockets when everything configured can be served by them, else syscalls
+  Syscalls,  // syscall tracepoints: complete, but every process on the host pays a little
+  Sockets,   // cgroup socket programs: only the opted-in cgroups' sockets pay anything
+};
+
 struct CaptureConfig {
+  CapturePath path = CapturePath::Auto;
   std::uint32_t capture_bytes = 512;
   std::uint32_t max_connections = 4096;
   std::uint32_t ring_buffer_bytes = 8u << 20;
@@ -53,5 +61,6 @@ AgentConfig load_config_file(const std::filesystem::path& path);
 AgentConfig parse_config(const YAML::Node& root);
 
 OutputKind parse_output_kind(const std::string& text);  // "console", "json", "otlp"
+CapturePath parse_capture_path(const std::string& text);  // "auto", "syscalls", "sockets"
 
 }  // namespace edgetrace

@@ -5,7 +5,7 @@
 
 namespace edgetrace {
 
-CapturePipeline::CapturePipeline(HttpCaptureProbes& probes, ExchangeStitcher& stitcher, SpanSink& sink, PipelineOptions options)
+CapturePipeline::CapturePipeline(CaptureProbes& probes, ExchangeStitcher& stitcher, SpanSink& sink, PipelineOptions options)
     : probes_(probes),
       stitcher_(stitcher),
       sink_(sink),

@@ -22,7 +22,7 @@ struct PipelineOptions {
 
 class CapturePipeline {
  public:
-  CapturePipeline(HttpCaptureProbes& probes, ExchangeStitcher& stitcher, SpanSink& sink, PipelineOptions options);
+  CapturePipeline(CaptureProbes& probes, ExchangeStitcher& stitcher, SpanSink& sink, PipelineOptions options);
   ~CapturePipeline();
   CapturePipeline(const CapturePipeline&) = delete;
   CapturePipeline& operator=(const CapturePipeline&) = delete;
@@ -35,7 +35,7 @@ class CapturePipeline {
  private:
   void run(std::stop_token stop);
 
-  HttpCaptureProbes& probes_;
+  CaptureProbes& probes_;
   ExchangeStitcher& stitcher_;
   SpanSink& sink_;
   PipelineOptions options_;

@@ -1,0 +1,228 @@
+/* HTTP/1 message heads as the kernel reads them, shared by both capture paths (syscall
+ * tracepoints and cgroup socket programs): which bytes open a request or a response, the
+ * W3C traceparent search and parse, and the head-sampling decision. Included once per BPF
+ * object, so each object gets its own copy of the sampler settings below. */
+#ifndef EDGETRACE_HTTP_HEAD_BPF_H
+#define EDGETRACE_HTTP_HEAD_BPF_H
+
+#include "edgetrace.h"
+
+/* Head sampler (enum et_sampler) and its rejection threshold on the trace id's low 56 bits:
+ * a root trace is sampled iff those bits, read big-endian, are >= the threshold. */
+const volatile __u32 sampler_mode = ET_SAMPLER_PARENTBASED_ALWAYS_ON;
+const volatile __u64 sampler_threshold = 0;
+
+/* Little-endian byte patterns of the message starts the kernel recognises; userspace's
+ * looks_like_http_request_start() accepts the same set. */
+#define WORD4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define MASK4 0xffffffffull
+#define MASK5 0xffffffffffull
+#define MASK7 0xffffffffffffffull
+
+static __always_inline bool is_request_start(__u64 w, __s64 len) {
+  if (len < 4) return false;
+  __u64 w4 = w & MASK4;
+  if (w4 == WORD4('G', 'E', 'T', ' ') || w4 == WORD4('P', 'U', 'T', ' ')) return true;
+  if (len < 5) return false;
+  __u64 w5 = w & MASK5;
+  if (w5 == (WORD4('P', 'O', 'S', 'T') | (__u64)' ' << 32) ||
+      w5 == (WORD4('H', 'E', 'A', 'D') | (__u64)' ' << 32))
+    return true;
+  if (w4 == WORD4('D', 'E', 'L', 'E') || w4 == WORD4('P', 'A', 'T', 'C') ||
+      w4 == WORD4('O', 'P', 'T', 'I') || w4 == WORD4('C', 'O', 'N', 'N') ||
+      w4 == WORD4('T', 'R', 'A', 'C'))
+    return true;
+  return false;
+}
+
+static __always_inline bool is_response_start(__u64 w, __s64 len) {
+  return len >= 7 && (w & MASK7) == (WORD4('H', 'T', 'T', 'P') | (__u64)'/' << 32 |
+                                     (__u64)'1' << 40 | (__u64)'.' << 48);
+}
+
+/* ---- Trace context: W3C traceparent in, head sampling, traceparent out. ---- */
+
+#define TRACEPARENT_NAME_LEN 12
+#define TRACEPARENT_VALUE_LEN 55
+#define TRACEPARENT_WORD (WORD4('t', 'r', 'a', 'c') | WORD4('e', 'p', 'a', 'r') << 32)
+#define ENT_COLON_WORD WORD4('e', 'n', 't', ':')
+#define NEWLINES 0x0a0a0a0a0a0a0a0aull
+#define LOW_BITS 0x0101010101010101ull
+#define HIGH_BITS 0x8080808080808080ull
+
+/* Masks an index so the verifier can bound it. The empty asm hides what the compiler knows
+ * of the value, so it cannot drop a mask it believes redundant after a range check. */
+static __always_inline __u32 bounded(__u32 value, __u32 mask) {
+  asm volatile("" : "+r"(value));
+  return value & mask;
+}
+
+struct head_scan {
+  const __u8 *bytes; /* a map value with at least 1024 + 128 readable bytes */
+  __u32 start;       /* first offset to look at */
+  __u32 length;      /* bytes that are valid */
+  __u32 cursor;      /* where the next step looks */
+  __s32 line_end;    /* offset just past the first "\n", or -1 */
+  __s32 head_end;    /* offset just past the blank line ending the head, or -1 */
+  __s32 traceparent; /* offset of the first traceparent field's value, or -1 */
+};
+
+static __always_inline void look_at_newline(struct head_scan *scan, const __u8 *bytes, __u32 at) {
+  if (scan->line_end < 0) scan->line_end = at + 1;
+  if (at + 1 < scan->length && bytes[bounded(at + 1, 1023)] == '\n') {
+    scan->head_end = at + 2;
+    return;
+  }
+  if (at + 2 < scan->length && bytes[bounded(at + 1, 1023)] == '\r' && bytes[bounded(at + 2, 1023)] == '\n') {
+    scan->head_end = at + 3;
+    return;
+  }
+  if (scan->traceparent >= 0 || at + 1 + TRACEPARENT_NAME_LEN > scan->length) return;
+  __u32 name = bounded(at + 1, 1023);
+  __u64 word = 0;
+  __u32 tail = 0;
+  __builtin_memcpy(&word, &bytes[name], 8);
+  __builtin_memcpy(&tail, &bytes[name + 8], 4);
+  /* |0x20 folds ASCII letters to lower case and maps no other byte onto one. */
+  if ((word | 0x2020202020202020ull) == TRACEPARENT_WORD && (tail | 0x00202020u) == ENT_COLON_WORD)
+    scan->traceparent = at + 1 + TRACEPARENT_NAME_LEN;
+}
+
+/* One step finds the next newline, 8 bytes at a time, and looks at the line after it. */
+static long scan_head_step(__u32 index, struct head_scan *scan) {
+  __u32 at = scan->cursor;
+  if (at >= scan->length || at >= 1024) return 1;
+  const __u8 *bytes = scan->bytes;
+  __u64 word = 0;
+  __builtin_memcpy(&word, &bytes[bounded(at, 1023)], 8);
+  __u64 x = word ^ NEWLINES;
+  /* Flags the high bit of every zero byte of x; the lowest flag is always exact. */
+  __u64 found = (x - LOW_BITS) & ~x & HIGH_BITS;
+  __u32 valid = scan->length - at;
+  if (valid < 8) found &= (1ull << (valid * 8)) - 1;
+  if (!found) {
+    scan->cursor = at + 8;
+    return 0;
+  }
+  __u64 lowest = found & -found;
+  __u32 k = 0;
+  if (!(lowest & 0xffffffffull)) {
+    k += 4;
+    lowest >>= 32;
+  }
+  if (!(lowest & 0xffff)) {
+    k += 2;
+    lowest >>= 16;
+  }
+  if (!(lowest & 0xff)) k += 1;
+  __u32 pos = at + k;
+  look_at_newline(scan, bytes, bounded(pos, 1023));
+  if (scan->head_end >= 0) return 1;
+  scan->cursor = pos + 1;
+  return 0;
+}
+
+/* At most one step per 8 bytes plus one per line: 512 bytes of head in 128 steps. */
+#define SCAN_STEPS 128
+
+static __always_inline void scan_head(struct head_scan *scan) {
+  scan->cursor = scan->start;
+  scan->line_end = -1;
+  scan->head_end = -1;
+  scan->traceparent = -1;
+  bpf_loop(SCAN_STEPS, scan_head_step, scan, 0);
+}
+
+static __always_inline bool is_lower_hex(__u8 c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+static __always_inline __u8 hex_value(__u8 c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+struct hex_decode {
+  const __u8 *bytes;
+  __u32 at;
+  __u8 *out;
+  __u8 invalid;
+  __u8 any_nonzero;
+};
+
+static long decode_hex_byte(__u32 index, struct hex_decode *d) {
+  /* d->at + 32 < the valid length <= 1024 (checked by the caller). */
+  __u32 at = bounded(d->at, 1023) + bounded(2 * index, 63);
+  __u8 high = d->bytes[at], low = d->bytes[at + 1];
+  if (!is_lower_hex(high) || !is_lower_hex(low)) {
+    d->invalid = 1;
+    return 1;
+  }
+  __u8 value = hex_value(high) << 4 | hex_value(low);
+  d->out[index & 15] = value;
+  d->any_nonzero |= value;
+  return 0;
+}
+
+/* W3C Trace Context: lowercase hex only; version ff invalid; all-zero ids invalid; version
+ * 00 has exactly 55 characters; a higher version is read by its first four fields. */
+static __always_inline bool parse_traceparent(const __u8 *bytes, __u32 value, __u32 length, __u8 trace_id[16],
+                                              __u8 parent_id[8], __u8 *flags) {
+  for (int i = 0; i < 4 && value < length; i++) {
+    __u8 c = bytes[bounded(value, 1023)];
+    if (c != ' ' && c != '\t') break;
+    value++;
+  }
+  if (value + TRACEPARENT_VALUE_LEN >= length || value > 1024) return false;
+  value = bounded(value, 1023);
+  __u8 v0 = bytes[value], v1 = bytes[value + 1];
+  if (!is_lower_hex(v0) || !is_lower_hex(v1) || (v0 == 'f' && v1 == 'f')) return false;
+  if (bytes[value + 2] != '-' || bytes[value + 35] != '-' || bytes[value + 52] != '-') return false;
+  __u8 f0 = bytes[value + 53], f1 = bytes[value + 54], after = bytes[value + 55];
+  if (!is_lower_hex(f0) || !is_lower_hex(f1)) return false;
+  bool version_zero = v0 == '0' && v1 == '0';
+  bool ends = after == '\r' || after == '\n' || after == ' ' || after == '\t';
+  if (!(ends || (!version_zero && after == '-'))) return false;
+
+  struct hex_decode d = {.bytes = bytes, .at = value + 3, .out = trace_id};
+  bpf_loop(16, decode_hex_byte, &d, 0);
+  if (d.invalid || !d.any_nonzero) return false;
+  d.at = value + 36;
+  d.out = parent_id;
+  d.any_nonzero = 0;
+  bpf_loop(8, decode_hex_byte, &d, 0);
+  if (d.invalid || !d.any_nonzero) return false;
+  *flags = hex_value(f0) << 4 | hex_value(f1);
+  return true;
+}
+
+static __always_inline void random_bytes(__u8 *out, int words) {
+  for (int i = 0; i < words; i++) {
+    __u32 r = bpf_get_prandom_u32();
+    __builtin_memcpy(out + 4 * i, &r, 4);
+  }
+}
+
+/* OpenTelemetry consistent sampling: the trace id's last 7 bytes, big-endian, against the
+ * rejection threshold. The same rule as userspace/sampling/consistent_probability.h. */
+static __always_inline bool ratio_sampled(const __u8 trace_id[16]) {
+  __u64 randomness = 0;
+  for (int i = 9; i < 16; i++) randomness = randomness << 8 | trace_id[i];
+  return randomness >= sampler_threshold;
+}
+
+static __always_inline __u8 sample(const __u8 trace_id[16], bool has_parent, __u8 parent_flags) {
+  switch (sampler_mode) {
+    case ET_SAMPLER_ALWAYS_ON: return 1;
+    case ET_SAMPLER_ALWAYS_OFF: return 0;
+    case ET_SAMPLER_TRACEIDRATIO: return ratio_sampled(trace_id);
+    case ET_SAMPLER_PARENTBASED_ALWAYS_OFF: return has_parent ? (parent_flags & 1) : 0;
+    case ET_SAMPLER_PARENTBASED_TRACEIDRATIO: return has_parent ? (parent_flags & 1) : ratio_sampled(trace_id);
+    default: return has_parent ? (parent_flags & 1) : 1;
+  }
+}
+
+/* A new trace: random ids (all 56 low bits random, so fit for consistent sampling). */
+static __always_inline void start_root_context(struct et_http_exchange *ex) {
+  random_bytes(ex->trace_id, 4);
+  random_bytes(ex->span_id, 2);
+  __builtin_memset(ex->parent_span_id, 0, sizeof(ex->parent_span_id));
+  ex->flags &= ~ET_EXCHANGE_HAS_PARENT;
+  ex->trace_flags = sample(ex->trace_id, false, 0);
+}
+
+#endif /* EDGETRACE_HTTP_HEAD_BPF_H */
