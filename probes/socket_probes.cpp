@@ -36,11 +36,7 @@ SocketCaptureProbes::SocketCaptureProbes(const CaptureOptions& options) : captur
   route_libbpf_logs_to_spdlog();
   skeleton_.reset(socket_capture_bpf::open());
   if (!skeleton_) throw std::runtime_error("cannot open the socket capture BPF object: " + errno_text(errno));
-  skeleton_->rodata->capture_bytes = options.capture_bytes;
-  skeleton_->rodata->ring_wakeup_bytes = options.ring_buffer_bytes / 4;
-  skeleton_->rodata->sampler_mode = options.sampler_mode;
-  skeleton_->rodata->sampler_threshold = options.sampler_threshold;
-  bpf_map__set_max_entries(skeleton_->maps.exchanges, options.ring_buffer_bytes);
+  apply_shared_capture_options(*skeleton_, options);
   if (int err = socket_capture_bpf::load(skeleton_.get()); err != 0)
     throw std::runtime_error("the kernel refused the socket capture programs (" + errno_text(err) +
                              "); run with --log-level debug for the verifier log");

@@ -150,13 +150,9 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
   skeleton_.reset(http_capture_bpf::open());
   if (!skeleton_) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
 
-  skeleton_->rodata->capture_bytes = options.capture_bytes;
-  skeleton_->rodata->ring_wakeup_bytes = options.ring_buffer_bytes / 4;
-  skeleton_->rodata->sampler_mode = options.sampler_mode;
-  skeleton_->rodata->sampler_threshold = options.sampler_threshold;
+  apply_shared_capture_options(*skeleton_, options);
   skeleton_->rodata->inject_enabled = options.plan_injection ? 1 : 0;
   bpf_map__set_max_entries(skeleton_->maps.conns, options.max_connections);
-  bpf_map__set_max_entries(skeleton_->maps.exchanges, options.ring_buffer_bytes);
 
   if (int err = http_capture_bpf::load(skeleton_.get()); err != 0)
     throw std::runtime_error("the kernel refused the capture programs (" + errno_text(err) +

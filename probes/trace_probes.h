@@ -1,6 +1,8 @@
 // Loads, configures and attaches the HTTP capture programs, and manages the opt-in set.
 #pragma once
 
+#include <bpf/libbpf.h>
+
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -84,6 +86,17 @@ void route_libbpf_logs_to_spdlog();
 KernelCounters read_kernel_counters(int et_stats_map_fd);
 // Checks that options can be loaded; throws std::invalid_argument saying which is wrong.
 void validate_capture_options(const CaptureOptions& options);
+
+// Before load: the read-only settings and the ring both capture objects share (their
+// skeletons are different types with the same members).
+template <typename CaptureSkeleton>
+void apply_shared_capture_options(CaptureSkeleton& skeleton, const CaptureOptions& options) {
+  skeleton.rodata->capture_bytes = options.capture_bytes;
+  skeleton.rodata->ring_wakeup_bytes = options.ring_buffer_bytes / 4;
+  skeleton.rodata->sampler_mode = options.sampler_mode;
+  skeleton.rodata->sampler_threshold = options.sampler_threshold;
+  bpf_map__set_max_entries(skeleton.maps.exchanges, options.ring_buffer_bytes);
+}
 
 // The cgroup v2 mount point ("/sys/fs/cgroup" or "/sys/fs/cgroup/unified" in hybrid mode).
 std::filesystem::path cgroup2_mount_point();
