@@ -366,7 +366,7 @@ static __always_inline void copy_chunk(struct conn_state *conn, __u32 offset, __
 /* Appends up to the capture size of this call's bytes to one side of the exchange. */
 static __always_inline void capture(struct conn_state *conn, bool response_side, const struct io_args *io, __u64 length) {
   /* An unsampled exchange is only counted: nothing of it needs copying. */
-  if (conn->context_decided && !(conn->exchange.trace_flags & 1)) return;
+  if (exchange_unsampled(conn)) return;
   __u32 cap = capture_bytes;
   __u32 have = response_side ? conn->exchange.response_captured : conn->exchange.request_captured;
   if (have >= cap) return;
@@ -563,7 +563,7 @@ static __always_inline int complete_io(__s64 returned) {
   /* The first bytes matter where a message may start: a new request, a response on a
    * connection joined mid-stream, or a pipelined response of a sampled exchange. */
   bool response_side_now = role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) != (io.ingress != 0);
-  bool unsampled = conn->context_decided && !(conn->exchange.trace_flags & 1);
+  bool unsampled = exchange_unsampled(conn);
   bool need_first_bytes = role == ET_ROLE_UNKNOWN || conn->phase == PHASE_IDLE ||
                           (!response_side_now && conn->phase == PHASE_RESPONSE) ||
                           (response_side_now && conn->phase == PHASE_RESPONSE && !unsampled);

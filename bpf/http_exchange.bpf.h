@@ -55,6 +55,12 @@ static __always_inline void count(__u32 stat) {
   if (value) *value += 1;
 }
 
+/* Head sampling said no to the current exchange: it will only be counted, so nothing of it
+ * needs capturing. */
+static __always_inline bool exchange_unsampled(const struct conn_state *conn) {
+  return conn->context_decided && !(conn->exchange.trace_flags & 1);
+}
+
 static __always_inline __u32 masked_offset(__u32 offset) { return offset & (2 * ET_MAX_CAPTURE - 1); }
 
 /* Server side: once the request head is in (or can no longer tell us more), join the
@@ -131,6 +137,7 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
   ex->response_captured = 0;
   conn->context_decided = 0;
   conn->scanned = 0;
+  conn->gap = 0;
   conn->protocol = PROTO_HTTP1;
   conn->phase = PHASE_REQUEST;
 }

@@ -190,24 +190,24 @@ static __always_inline void note_sender(struct et_http_exchange *ex) {
   ex->tid = BPF_CORE_READ(task, pid);
 }
 
+/* emit_exchange, after giving a client exchange the ids of a traceparent it already sends
+ * (emit_exchange alone would start a new trace for it). */
+static __always_inline void emit_socket_exchange(struct conn_state *conn, __u32 extra_flags) {
+  if (conn->exchange.role == ET_ROLE_CLIENT) settle_client_context_from_capture(conn);
+  emit_exchange(conn, extra_flags);
+}
+
 static __always_inline void end_of_connection(struct conn_state *conn) {
-  if (conn->phase == PHASE_RESPONSE) {
-    if (conn->exchange.role == ET_ROLE_CLIENT && !conn->context_decided) settle_client_context_from_capture(conn);
-    emit_exchange(conn, ET_EXCHANGE_CLOSED);
-  } else if (conn->phase == PHASE_REQUEST) {
-    if (conn->exchange.role == ET_ROLE_CLIENT && !conn->context_decided) settle_client_context_from_capture(conn);
-    emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
-  }
+  if (conn->phase == PHASE_RESPONSE)
+    emit_socket_exchange(conn, ET_EXCHANGE_CLOSED);
+  else if (conn->phase == PHASE_REQUEST)
+    emit_socket_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
   conn->protocol = PROTO_OTHER; /* nothing more to follow on this socket */
 }
 
 static __always_inline void start_request(struct conn_state *conn, __u64 now) {
-  if (conn->phase == PHASE_RESPONSE) {
-    if (conn->exchange.role == ET_ROLE_CLIENT && !conn->context_decided) settle_client_context_from_capture(conn);
-    emit_exchange(conn, 0);
-  }
+  if (conn->phase == PHASE_RESPONSE) emit_socket_exchange(conn, 0);
   begin_exchange(conn, now, 0);
-  conn->gap = 0;
 }
 
 static __always_inline void on_request_segment(struct conn_state *conn, struct __sk_buff *skb, const struct segment *seg,
@@ -236,7 +236,6 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
      * unknown. */
     if (conn->from_start || conn->exchange.sequence != 0 || !is_response_start(first_word, seg->payload_length)) return;
     begin_exchange(conn, now, 0);
-    conn->gap = 0;
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;
     if (egress) note_sender(&conn->exchange);
@@ -247,24 +246,22 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
     }
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;
-  } else if (!(conn->context_decided && !(conn->exchange.trace_flags & 1)) &&
+  } else if (!exchange_unsampled(conn) &&
              is_response_start(first_word, seg->payload_length) && conn->exchange.response_captured > 0 &&
              !response_is_interim(conn)) {
     /* The next response of pipelined requests (see the syscall path). */
     __u64 request_start = conn->exchange.request_start_ns;
     __u64 request_end = conn->exchange.request_end_ns;
     __u32 tgid = conn->exchange.tgid, tid = conn->exchange.tid;
-    if (conn->exchange.role == ET_ROLE_CLIENT && !conn->context_decided) settle_client_context_from_capture(conn);
-    emit_exchange(conn, 0);
+    emit_socket_exchange(conn, 0);
     begin_exchange(conn, request_start, ET_EXCHANGE_PIPELINED);
-    conn->gap = 0;
     conn->exchange.tgid = tgid;
     conn->exchange.tid = tid;
     conn->exchange.request_end_ns = request_end;
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;
   }
-  if (!(conn->context_decided && !(conn->exchange.trace_flags & 1))) capture_payload(conn, true, skb, seg);
+  if (!exchange_unsampled(conn)) capture_payload(conn, true, skb, seg);
   conn->exchange.response_end_ns = now;
   conn->exchange.response_bytes += seg->payload_length;
 }
@@ -310,7 +307,7 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
 
   __u8 role = conn->exchange.role;
   bool response_side_now = role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) == egress;
-  bool unsampled = conn->context_decided && !(conn->exchange.trace_flags & 1);
+  bool unsampled = exchange_unsampled(conn);
   if (unsampled && response_side_now && conn->phase != PHASE_IDLE && !(seg.flags & (TCP_FLAG_FIN | TCP_FLAG_RST))) {
     /* An unsampled exchange is never sent: only its phase matters, so that the next
      * request is recognised. Pipelined responses need no splitting either. */
