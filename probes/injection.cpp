@@ -9,7 +9,6 @@
 
 #include <array>
 #include <cerrno>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,19 +22,6 @@ namespace {
 
 // Must match inject_plans in bpf/inject.bpf.c and bpf/http_capture.bpf.c.
 constexpr __u32 kInjectPlanEntries = 16384;
-
-std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
-
-std::filesystem::path canonical_cgroup(const std::filesystem::path& dir) {
-  const auto mount = cgroup2_mount_point();
-  std::error_code ec;
-  auto canonical = std::filesystem::canonical(dir, ec);
-  if (ec) throw std::runtime_error("cgroup " + dir.string() + ": " + ec.message());
-  const auto relative = canonical.lexically_relative(mount);
-  if (relative.empty() || *relative.begin() == "..")
-    throw std::runtime_error("cgroup " + dir.string() + " is not under the cgroup v2 mount " + mount.string());
-  return canonical;
-}
 
 // The kernel would only notice a different layout as a verifier error; say what is wrong.
 void require_plan_map_layout(int map_fd) {
@@ -109,7 +95,7 @@ TraceContextInjector::TraceContextInjector(int inject_plans_map_fd) {
 TraceContextInjector::~TraceContextInjector() = default;
 
 void TraceContextInjector::attach_cgroup(const std::filesystem::path& cgroup_dir) {
-  auto canonical = canonical_cgroup(cgroup_dir);
+  auto canonical = canonical_cgroup_dir(cgroup_dir);
   if (cgroups_.contains(canonical)) return;
   Fd cgroup(::open(canonical.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (cgroup.get() < 0) throw std::runtime_error("cannot open cgroup " + canonical.string() + ": " + errno_text(errno));

@@ -6,24 +6,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
-#include <cstring>
 #include <stdexcept>
 
 #include "socket_capture.skel.h"
 
 namespace edgetrace {
-namespace {
-
-std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
-
-std::filesystem::path canonical_cgroup(const std::filesystem::path& dir) {
-  std::error_code ec;
-  auto canonical = std::filesystem::canonical(dir, ec);
-  if (ec) throw std::runtime_error("cgroup " + dir.string() + ": " + ec.message());
-  return canonical;
-}
-
-}  // namespace
 
 void SocketCaptureProbes::SkeletonDeleter::operator()(socket_capture_bpf* skeleton) const {
   socket_capture_bpf::destroy(skeleton);
@@ -46,7 +33,7 @@ SocketCaptureProbes::SocketCaptureProbes(const CaptureOptions& options) : captur
 SocketCaptureProbes::~SocketCaptureProbes() = default;
 
 void SocketCaptureProbes::add_cgroup(const std::filesystem::path& cgroup_dir) {
-  const auto canonical = canonical_cgroup(cgroup_dir);
+  const auto canonical = canonical_cgroup_dir(cgroup_dir);
   if (cgroups_.contains(canonical)) return;
   UniqueFd cgroup(::open(canonical.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!cgroup) throw std::runtime_error("cannot open cgroup " + canonical.string() + ": " + errno_text(errno));

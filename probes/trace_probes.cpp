@@ -22,8 +22,6 @@
 namespace edgetrace {
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
-
 // libbpf hands over the verifier's whole log as one message: format it at any length and
 // log it line by line, so a refused program's reason is never cut off.
 int forward_libbpf_log(enum libbpf_print_level level, const char* format, va_list args) {
@@ -59,13 +57,8 @@ struct CgroupIdentity {
 };
 
 CgroupIdentity identify_cgroup(const std::filesystem::path& dir) {
-  const auto mount = cgroup2_mount_point();
-  std::error_code ec;
-  const auto canonical = std::filesystem::canonical(dir, ec);
-  if (ec) throw std::runtime_error("cgroup " + dir.string() + ": " + ec.message());
-  const auto relative = canonical.lexically_relative(mount);
-  if (relative.empty() || *relative.begin() == "..")
-    throw std::runtime_error("cgroup " + dir.string() + " is not under the cgroup v2 mount " + mount.string());
+  const auto canonical = canonical_cgroup_dir(dir);
+  const auto relative = canonical.lexically_relative(cgroup2_mount_point());
   std::uint32_t level = 0;
   for (const auto& part : relative)
     if (part != ".") ++level;
@@ -91,6 +84,19 @@ void ensure_tracefs_mounted() {
 }
 
 }  // namespace
+
+std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
+
+std::filesystem::path canonical_cgroup_dir(const std::filesystem::path& dir) {
+  const auto mount = cgroup2_mount_point();
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(dir, ec);
+  if (ec) throw std::runtime_error("cgroup " + dir.string() + ": " + ec.message());
+  const auto relative = canonical.lexically_relative(mount);
+  if (relative.empty() || *relative.begin() == "..")
+    throw std::runtime_error("cgroup " + dir.string() + " is not under the cgroup v2 mount " + mount.string());
+  return canonical;
+}
 
 void route_libbpf_logs_to_spdlog() { libbpf_set_print(forward_libbpf_log); }
 

@@ -98,6 +98,12 @@ void apply_shared_capture_options(CaptureSkeleton& skeleton, const CaptureOption
   bpf_map__set_max_entries(skeleton.maps.exchanges, options.ring_buffer_bytes);
 }
 
+// The canonical path of a cgroup v2 directory; throws std::runtime_error when it does not
+// exist or is not under the cgroup v2 mount.
+std::filesystem::path canonical_cgroup_dir(const std::filesystem::path& dir);
+// strerror of an errno value, or of a negative libbpf return.
+std::string errno_text(int err);
+
 // The cgroup v2 mount point ("/sys/fs/cgroup" or "/sys/fs/cgroup/unified" in hybrid mode).
 std::filesystem::path cgroup2_mount_point();
 
