@@ -16,13 +16,21 @@ const volatile __u64 ring_wakeup_bytes = 2 << 20;
 enum conn_phase { PHASE_IDLE = 0, PHASE_REQUEST = 1, PHASE_RESPONSE = 2 };
 enum conn_protocol { PROTO_UNKNOWN = 0, PROTO_HTTP1 = 1, PROTO_OTHER = 2, PROTO_NOT_TCP = 3 };
 
+/* On the socket path the request side and the response side of a connection usually run
+ * on different CPUs (loopback delivers a segment on its sender's CPU), so every cache line
+ * of this state that both sides write crosses between them on every exchange. An unsampled
+ * exchange therefore writes only the first 56 bytes: with the storage element's own map
+ * pointer they make the one cache line the storage lookup reads anyway. Those bytes run
+ * from protocol to exchange.sequence. */
 struct conn_state {
   __u8 protocol;   /* enum conn_protocol */
   __u8 phase;      /* enum conn_phase */
   __u8 from_start; /* seen since accept/connect, so its first bytes are its first bytes */
   __u8 resolved;   /* socket type and addresses read */
   __u8 context_decided; /* trace context and sampling settled for the current exchange */
-  __u8 _pad0;
+  /* Socket path: the current exchange was found unsampled at its first segment, so only its
+   * phase is followed and its record fields are stale (see follow_phase_only). */
+  __u8 phase_only;
   __u16 scanned;        /* request bytes already searched for traceparent */
   /* Socket path only (bpf/socket_capture.bpf.c): the TCP sequence numbers just past the
    * payload seen in each direction, to skip retransmissions and notice gaps. */
@@ -58,10 +66,61 @@ static __always_inline void count(__u32 stat) {
 /* Head sampling said no to the current exchange: it will only be counted, so nothing of it
  * needs capturing. */
 static __always_inline bool exchange_unsampled(const struct conn_state *conn) {
-  return conn->context_decided && !(conn->exchange.trace_flags & 1);
+  return conn->context_decided && (conn->phase_only || !(conn->exchange.trace_flags & 1));
 }
 
 static __always_inline __u32 masked_offset(__u32 offset) { return offset & (2 * ET_MAX_CAPTURE - 1); }
+
+/* What a server request's head says about the server span's context. */
+struct server_decision {
+  __u8 trace_id[16]; /* a root's first 8 bytes are only drawn by apply_server_decision */
+  __u8 parent_span_id[8];
+  __u8 has_parent;
+  __u8 trace_flags;
+};
+
+/* Joins a valid incoming traceparent, or starts a root (a present but invalid one starts a
+ * root too, as W3C asks). A root draws only the 8 random bytes its sampling decision reads:
+ * the rest of its ids are drawn once it is known to be recorded. Returns false while the
+ * head is incomplete and may still bring a traceparent, unless complete says no more of it
+ * will be looked at. */
+static __always_inline bool decide_server_context(const __u8 *bytes, __u32 start, __u32 length, bool complete,
+                                                  struct head_scan *scan, struct server_decision *decision) {
+  scan->bytes = bytes;
+  scan->start = start;
+  scan->length = length;
+  scan_head(scan);
+  if (scan->traceparent >= 0) {
+    __u8 flags = 0;
+    if (parse_traceparent(bytes, scan->traceparent, length, decision->trace_id, decision->parent_span_id, &flags)) {
+      decision->has_parent = 1;
+      decision->trace_flags = sample(decision->trace_id, true, flags);
+      return true;
+    }
+    complete = true;
+  }
+  if (!complete && scan->head_end < 0) return false;
+  decision->has_parent = 0;
+  random_bytes(decision->trace_id + 8, 2);
+  decision->trace_flags = sample(decision->trace_id, false, 0);
+  return true;
+}
+
+static __always_inline void apply_server_decision(struct conn_state *conn, const struct server_decision *decision) {
+  struct et_http_exchange *ex = &conn->exchange;
+  __builtin_memcpy(ex->trace_id, decision->trace_id, 16);
+  if (decision->has_parent) {
+    __builtin_memcpy(ex->parent_span_id, decision->parent_span_id, 8);
+    ex->flags |= ET_EXCHANGE_HAS_PARENT;
+  } else {
+    random_bytes(ex->trace_id, 2);
+    __builtin_memset(ex->parent_span_id, 0, sizeof(ex->parent_span_id));
+    ex->flags &= ~ET_EXCHANGE_HAS_PARENT;
+  }
+  random_bytes(ex->span_id, 2);
+  ex->trace_flags = decision->trace_flags;
+  conn->context_decided = 1;
+}
 
 /* Server side: once the request head is in (or can no longer tell us more), join the
  * incoming trace or start one, and decide sampling. */
@@ -69,27 +128,15 @@ static __always_inline __u32 masked_offset(__u32 offset) { return offset & (2 * 
 __noinline int settle_server_context(struct conn_state *conn, int force) {
   if (!conn || conn->context_decided) return 0;
   struct et_http_exchange *ex = &conn->exchange;
-  struct head_scan scan = {.bytes = ex->data, .start = conn->scanned & ~7u, .length = ex->request_captured};
-  scan_head(&scan);
-  if (scan.traceparent >= 0) {
-    __u8 flags = 0;
-    if (parse_traceparent(ex->data, scan.traceparent, ex->request_captured, ex->trace_id, ex->parent_span_id, &flags)) {
-      random_bytes(ex->span_id, 2);
-      ex->flags |= ET_EXCHANGE_HAS_PARENT;
-      ex->trace_flags = sample(ex->trace_id, true, flags);
-      conn->context_decided = 1;
-      return 0;
-    }
-    /* Present but invalid: a new trace, as W3C asks. */
-    force = true;
-  }
-  if (force || scan.head_end >= 0 || ex->request_captured >= capture_bytes) {
-    start_root_context(ex);
-    conn->context_decided = 1;
+  struct head_scan scan = {};
+  struct server_decision decision = {};
+  bool complete = force || ex->request_captured >= capture_bytes;
+  if (!decide_server_context(ex->data, conn->scanned & ~7u, ex->request_captured, complete, &scan, &decision)) {
+    /* Head still incomplete: look again from the last full line on the next read. */
+    conn->scanned = scan.line_end > 0 ? ex->request_captured : 0;
     return 0;
   }
-  /* Head still incomplete: look again from the last full line on the next read. */
-  conn->scanned = scan.line_end > 0 ? ex->request_captured : 0;
+  apply_server_decision(conn, &decision);
   return 0;
 }
 
@@ -103,7 +150,7 @@ __noinline int emit_exchange(struct conn_state *conn, __u32 extra_flags) {
     conn->context_decided = 1;
   }
   conn->phase = PHASE_IDLE;
-  if (!(conn->exchange.trace_flags & 1)) {
+  if (exchange_unsampled(conn)) {
     count(ET_STAT_UNSAMPLED);
     return 0;
   }
@@ -136,6 +183,7 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
   ex->request_captured = 0;
   ex->response_captured = 0;
   conn->context_decided = 0;
+  conn->phase_only = 0;
   conn->scanned = 0;
   conn->gap = 0;
   conn->protocol = PROTO_HTTP1;

@@ -44,6 +44,21 @@ struct {
   __type(value, struct conn_state);
 } socket_conns SEC(".maps");
 
+/* A request's first segment, copied to decide its context before anything of the exchange
+ * is written to the socket's storage (see follow_phase_only). */
+struct request_scratch {
+  /* First: the hex decoder's index mask lets the verifier see writes up to 16 bytes past
+   * the 8-byte parent id, which land in the bytes below. */
+  struct server_decision decision;
+  __u8 bytes[ET_MAX_CAPTURE + 128]; /* what struct head_scan may touch */
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct request_scratch);
+} request_scratch SEC(".maps");
+
 /* Where a segment's payload sits, and what the TCP header says about it. */
 struct segment {
   __u32 payload_offset;
@@ -205,14 +220,49 @@ static __always_inline void end_of_connection(struct conn_state *conn) {
   conn->protocol = PROTO_OTHER; /* nothing more to follow on this socket */
 }
 
-static __always_inline void start_request(struct conn_state *conn, __u64 now) {
-  if (conn->phase == PHASE_RESPONSE) emit_socket_exchange(conn, 0);
-  begin_exchange(conn, now, 0);
+enum first_segment_verdict { HEAD_GOES_ON = 0, HEAD_SAMPLED = 1, HEAD_UNSAMPLED = 2 };
+
+/* Server side, at the segment that opens a request: the context decision, left in this
+ * CPU's request_scratch, when this segment holds the whole head (or as much of it as is
+ * captured). HEAD_GOES_ON when the head continues in later segments: the exchange is then
+ * captured and decided as it arrives. Global (not inlined), like settle_server_context, so
+ * that the verifier checks the head scan once. */
+__noinline int decide_from_first_segment(struct __sk_buff *skb, __u32 payload_offset, __u32 payload_length) {
+  __u32 zero = 0;
+  struct request_scratch *scratch = bpf_map_lookup_elem(&request_scratch, &zero);
+  if (!skb || !scratch) return HEAD_GOES_ON;
+  __u32 length = payload_length < capture_bytes ? payload_length : capture_bytes;
+  if (length == 0 || length > ET_MAX_CAPTURE) return HEAD_GOES_ON;
+  length = bounded(length - 1, ET_MAX_CAPTURE - 1) + 1;
+  if (bpf_skb_load_bytes(skb, payload_offset, scratch->bytes, length)) return HEAD_GOES_ON;
+  struct head_scan scan = {};
+  if (!decide_server_context(scratch->bytes, 0, length, length >= capture_bytes, &scan, &scratch->decision))
+    return HEAD_GOES_ON;
+  return scratch->decision.trace_flags & 1 ? HEAD_SAMPLED : HEAD_UNSAMPLED;
+}
+
+static __always_inline const struct server_decision *first_segment_decision(void) {
+  __u32 zero = 0;
+  struct request_scratch *scratch = bpf_map_lookup_elem(&request_scratch, &zero);
+  return scratch ? &scratch->decision : NULL;
+}
+
+/* An exchange head sampling turned down is never sent: all it needs is its phase, for the
+ * next request to be recognised. Nothing else of it is written: its record fields lie on
+ * cache lines the response side's CPU would then have to fetch from the request side's. */
+static __always_inline void follow_phase_only(struct conn_state *conn) {
+  conn->exchange.sequence += 1;
+  conn->protocol = PROTO_HTTP1;
+  conn->phase = PHASE_REQUEST;
+  conn->context_decided = 1;
+  conn->phase_only = 1;
 }
 
 static __always_inline void on_request_segment(struct conn_state *conn, struct __sk_buff *skb, const struct segment *seg,
-                                               __u64 first_word, bool egress, __u64 now) {
-  if (conn->phase != PHASE_REQUEST) {
+                                               __u64 first_word, bool egress) {
+  bool opens_exchange = conn->phase != PHASE_REQUEST;
+  const struct server_decision *decision = NULL;
+  if (opens_exchange) {
     if (!is_request_start(first_word, seg->payload_length)) {
       if (conn->from_start && conn->exchange.sequence == 0 && seg->payload_length >= 4) {
         conn->protocol = PROTO_OTHER;
@@ -220,8 +270,23 @@ static __always_inline void on_request_segment(struct conn_state *conn, struct _
       }
       return;
     }
-    start_request(conn, now);
+    int verdict = conn->exchange.role == ET_ROLE_SERVER
+                      ? decide_from_first_segment(skb, seg->payload_offset, seg->payload_length)
+                      : HEAD_GOES_ON;
+    if (conn->phase == PHASE_RESPONSE) emit_socket_exchange(conn, 0);
+    if (verdict == HEAD_UNSAMPLED) {
+      follow_phase_only(conn);
+      return;
+    }
+    if (verdict == HEAD_SAMPLED) decision = first_segment_decision();
+  } else if (exchange_unsampled(conn)) {
+    return; /* more of a request that will only be counted */
+  }
+  __u64 now = bpf_ktime_get_ns();
+  if (opens_exchange) {
+    begin_exchange(conn, now, 0);
     if (egress) note_sender(&conn->exchange);
+    if (decision) apply_server_decision(conn, decision);
   }
   capture_payload(conn, false, skb, seg);
   conn->exchange.request_end_ns = now;
@@ -230,7 +295,8 @@ static __always_inline void on_request_segment(struct conn_state *conn, struct _
 }
 
 static __always_inline void on_response_segment(struct conn_state *conn, struct __sk_buff *skb, const struct segment *seg,
-                                                __u64 first_word, bool egress, __u64 now) {
+                                                __u64 first_word, bool egress) {
+  __u64 now = bpf_ktime_get_ns();
   if (conn->phase == PHASE_IDLE) {
     /* Joined mid-stream with the request missed: keep the response, the request stays
      * unknown. */
@@ -312,10 +378,8 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
     /* An unsampled exchange is never sent: only its phase matters, so that the next
      * request is recognised. Pipelined responses need no splitting either. */
     conn->phase = PHASE_RESPONSE;
-    conn->exchange.response_bytes += seg.payload_length;
     return PASS;
   }
-  __u64 now = bpf_ktime_get_ns();
   bool need_first_bytes = role == ET_ROLE_UNKNOWN || conn->phase == PHASE_IDLE ||
                           (!response_side_now && conn->phase == PHASE_RESPONSE) ||
                           (response_side_now && conn->phase == PHASE_RESPONSE && !unsampled);
@@ -337,9 +401,9 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
   }
 
   if ((role == ET_ROLE_SERVER) != egress)
-    on_request_segment(conn, skb, &seg, first_word, egress, now);
+    on_request_segment(conn, skb, &seg, first_word, egress);
   else
-    on_response_segment(conn, skb, &seg, first_word, egress, now);
+    on_response_segment(conn, skb, &seg, first_word, egress);
 
   if (seg.flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) end_of_connection(conn);
   return PASS;

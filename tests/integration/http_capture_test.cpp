@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <regex>
 #include <set>
 
 #include "harness.h"
@@ -173,6 +174,59 @@ TEST(HttpCapture, LargeBodiesPassAndAreTraced) {
   EXPECT_EQ(spans[0]["attributes"]["http.request.method"], "POST");
   EXPECT_EQ(spans[0]["attributes"]["url.path"], "/echo");
   EXPECT_EQ(status_of(spans[0]), 200);
+}
+
+// Head sampling at ratio 1/4 on the server side, through every way a request can arrive:
+// whole heads on a keep-alive connection (on the socket path, decided from their first
+// segment and never written to the connection's state when turned down), heads split over
+// three writes, large bodies, and incoming traceparents that force the decision or are
+// invalid. Each request is either sent or counted, and each root's decision is the one its
+// own trace id calls for.
+TEST(HttpCapture, HeadSamplingDecidesEveryRequestFromItsTraceId) {
+  const int port = free_tcp_port();
+  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)}, {},
+                SpawnOptions{.environment = {"OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.25"}});
+  ASSERT_TRUE(wait_for_port(port));
+  const auto base = "http://127.0.0.1:" + std::to_string(port);
+  constexpr int keepalive_requests = 400;
+  ASSERT_EQ(client(port, {"keepalive", std::to_string(keepalive_requests), "/ratio"}).exit_code, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(client(port, {"split", "/split"}).exit_code, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(client(port, {"post", "200000"}).exit_code, 0);
+  const std::string joined = "4bf92f3577b34da6a3ce929d0e0e4736", declined = "0af7651916cd43dd8448eb211c80319c";
+  EXPECT_EQ(curl(base + "/joined", {"-H", "traceparent: 00-" + joined + "-00f067aa0ba902b7-01"}).output, "200");
+  EXPECT_EQ(curl(base + "/declined", {"-H", "traceparent: 00-" + declined + "-00f067aa0ba902b7-00"}).output, "200");
+  EXPECT_EQ(curl(base + "/invalid", {"-H", "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}).output, "200");
+  constexpr int requests = keepalive_requests + 3 + 3 + 3;
+  std::this_thread::sleep_for(500ms);
+  ASSERT_EQ(run.stop(), 0);
+
+  const auto log = run.process().stderr_text();
+  std::smatch status;
+  ASSERT_TRUE(std::regex_search(log, status, std::regex(R"(exchanges=(\d+) spans=\d+ ring_buffer_drops=0 unsampled=(\d+))")))
+      << log;
+  const auto spans = run.spans();
+  EXPECT_EQ(std::stoi(status[1]), static_cast<int>(spans.size()));
+  EXPECT_EQ(std::stoi(status[1]) + std::stoi(status[2]), requests) << "every request is either sent or counted";
+
+  const auto ratio = with_path(spans, "/ratio");
+  EXPECT_GE(ratio.size(), 60u) << "about a quarter of " << keepalive_requests;
+  EXPECT_LE(ratio.size(), 140u);
+  std::set<std::string> queries;
+  for (const auto& s : ratio) queries.insert(s["attributes"]["url.query"].get<std::string>());
+  EXPECT_EQ(queries.size(), ratio.size()) << "each sampled request once, with its own request";
+
+  ASSERT_EQ(with_path(spans, "/joined").size(), 1u) << "a sampled parent is always followed";
+  EXPECT_EQ(with_path(spans, "/joined")[0]["trace_id"], joined);
+  EXPECT_EQ(with_path(spans, "/joined")[0]["parent_span_id"], "00f067aa0ba902b7");
+  EXPECT_TRUE(with_path(spans, "/declined").empty()) << "an unsampled parent is never recorded";
+  for (const auto& s : spans) {
+    const auto path = s["attributes"]["url.path"].get<std::string>();
+    EXPECT_TRUE(path == "/ratio" || path == "/split" || path == "/echo" || path == "/joined" || path == "/invalid") << path;
+    EXPECT_EQ(status_of(s), 200) << s.dump();
+    if (!s["parent_span_id"].is_null()) continue;
+    // A root is kept iff its trace id's low 56 bits reach (1 - 1/4) * 2^56.
+    EXPECT_GE(s["trace_id"].get<std::string>().substr(18), "c0000000000000") << s.dump();
+  }
 }
 
 TEST(HttpCapture, NonHttpBytesAreIgnoredWithoutHarm) {
