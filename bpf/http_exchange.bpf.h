@@ -16,34 +16,39 @@ const volatile __u64 ring_wakeup_bytes = 2 << 20;
 enum conn_phase { PHASE_IDLE = 0, PHASE_REQUEST = 1, PHASE_RESPONSE = 2 };
 enum conn_protocol { PROTO_UNKNOWN = 0, PROTO_HTTP1 = 1, PROTO_OTHER = 2, PROTO_NOT_TCP = 3 };
 
+/* Socket path: where one direction of the TCP stream has got to. */
+struct stream_position {
+  __u32 next;                /* sequence number just past the payload seen */
+  /* Request side only: the response side's `next` when the current phase-only exchange's
+   * request arrived; once that moves, the server has answered (see follow_phase_only). */
+  __u32 response_next_at_request;
+  __u8 known;                /* next is valid */
+};
+
 /* On the socket path the request side and the response side of a connection usually run
- * on different CPUs (loopback delivers a segment on its sender's CPU), so every cache line
- * of this state that both sides write crosses between them on every exchange. An unsampled
- * exchange therefore writes only the first 56 bytes: with the storage element's own map
- * pointer they make the one cache line the storage lookup reads anyway. Those bytes run
- * from protocol to exchange.sequence. */
+ * on different CPUs (loopback delivers a segment on its sender's CPU), so a cache line of
+ * this state written on one side is fetched back by the other. A run of phase-only
+ * (unsampled) exchanges therefore leaves the first 56 bytes, which with the storage
+ * element's own map pointer make the line every lookup reads, unwritten; each side writes
+ * only its own stream_position, on a line of its own at the end. */
 struct conn_state {
   __u8 protocol;   /* enum conn_protocol */
   __u8 phase;      /* enum conn_phase */
   __u8 from_start; /* seen since accept/connect, so its first bytes are its first bytes */
   __u8 resolved;   /* socket type and addresses read */
   __u8 context_decided; /* trace context and sampling settled for the current exchange */
-  /* Socket path: the current exchange was found unsampled at its first segment, so only its
-   * phase is followed and its record fields are stale (see follow_phase_only). */
+  /* Socket path: the current exchange was found unsampled at its first segment, so only
+   * where it ends is followed and its record fields are stale (see follow_phase_only). */
   __u8 phase_only;
   __u16 scanned;        /* request bytes already searched for traceparent */
-  /* Socket path only (bpf/socket_capture.bpf.c): the TCP sequence numbers just past the
-   * payload seen in each direction, to skip retransmissions and notice gaps. */
-  __u32 ingress_next;
-  __u32 egress_next;
-  __u8 ingress_known;
-  __u8 egress_known;
-  __u8 gap;             /* a segment went missing: capture no more of this exchange */
-  __u8 _pad1[5];
+  __u8 gap;             /* socket path: a segment went missing, capture no more of this exchange */
+  __u8 _pad1[7];
   struct et_http_exchange exchange;
   /* Never written: it only lets the verifier prove that a capture copy whose offset and
    * length it bounds separately stays inside the map value. */
   __u8 verifier_slack[ET_MAX_CAPTURE];
+  struct stream_position ingress __attribute__((aligned(64)));
+  struct stream_position egress __attribute__((aligned(64)));
 };
 
 struct {

@@ -107,25 +107,25 @@ static __always_inline bool seq_before(__u32 a, __u32 b) { return (__s32)(a - b)
 /* Cuts off the part of a segment already seen (a retransmission), and reports a gap. Returns
  * false when nothing new is left. */
 static __always_inline bool take_new_bytes(struct conn_state *conn, bool egress, struct segment *seg) {
-  __u32 *next = egress ? &conn->egress_next : &conn->ingress_next;
-  __u8 *known = egress ? &conn->egress_known : &conn->ingress_known;
-  if (!*known) {
-    *known = 1;
-    *next = seg->seq + seg->payload_length;
+  struct stream_position *position = egress ? &conn->egress : &conn->ingress;
+  __u32 end = seg->seq + seg->payload_length;
+  if (!position->known) {
+    position->known = 1;
+    position->next = end;
     return true;
   }
-  __u32 end = seg->seq + seg->payload_length;
-  if (!seq_before(*next, end)) return false; /* all of it seen before */
-  if (seq_before(seg->seq, *next)) {
-    __u32 skip = *next - seg->seq;
+  __u32 next = position->next;
+  if (!seq_before(next, end)) return false; /* all of it seen before */
+  if (seq_before(seg->seq, next)) {
+    __u32 skip = next - seg->seq;
     seg->payload_offset += skip;
     seg->payload_length -= skip;
-    seg->seq = *next;
-  } else if (seg->seq != *next) {
+    seg->seq = next;
+  } else if (seg->seq != next) {
     /* Reordered or lost on the way in: the bytes in between were never seen here. */
     conn->gap = 1;
   }
-  *next = end;
+  position->next = end;
   return true;
 }
 
@@ -220,7 +220,7 @@ static __always_inline void end_of_connection(struct conn_state *conn) {
   conn->protocol = PROTO_OTHER; /* nothing more to follow on this socket */
 }
 
-enum first_segment_verdict { HEAD_GOES_ON = 0, HEAD_SAMPLED = 1, HEAD_UNSAMPLED = 2 };
+enum first_segment_verdict { HEAD_NOT_DECIDED = -1, HEAD_GOES_ON = 0, HEAD_SAMPLED = 1, HEAD_UNSAMPLED = 2 };
 
 /* Server side, at the segment that opens a request: the context decision, left in this
  * CPU's request_scratch, when this segment holds the whole head (or as much of it as is
@@ -247,10 +247,13 @@ static __always_inline const struct server_decision *first_segment_decision(void
   return scratch ? &scratch->decision : NULL;
 }
 
-/* An exchange head sampling turned down is never sent: all it needs is its phase, for the
- * next request to be recognised. Nothing else of it is written: its record fields lie on
- * cache lines the response side's CPU would then have to fetch from the request side's. */
+/* An exchange head sampling turned down is never sent: all that matters is where it ends,
+ * so that the next request is recognised. A run of them on a server connection writes
+ * nothing but each side's stream position (see struct conn_state): the request side learns
+ * that the server has answered from the response side's position moving, and the next
+ * request's decision is made from a per-CPU copy of its first segment. */
 static __always_inline void follow_phase_only(struct conn_state *conn) {
+  conn->ingress.response_next_at_request = conn->egress.next;
   conn->exchange.sequence += 1;
   conn->protocol = PROTO_HTTP1;
   conn->phase = PHASE_REQUEST;
@@ -258,8 +261,9 @@ static __always_inline void follow_phase_only(struct conn_state *conn) {
   conn->phase_only = 1;
 }
 
+/* verdict: HEAD_NOT_DECIDED, or what decide_from_first_segment already said of this segment. */
 static __always_inline void on_request_segment(struct conn_state *conn, struct __sk_buff *skb, const struct segment *seg,
-                                               __u64 first_word, bool egress) {
+                                               __u64 first_word, bool egress, int verdict) {
   bool opens_exchange = conn->phase != PHASE_REQUEST;
   const struct server_decision *decision = NULL;
   if (opens_exchange) {
@@ -270,10 +274,11 @@ static __always_inline void on_request_segment(struct conn_state *conn, struct _
       }
       return;
     }
-    int verdict = conn->exchange.role == ET_ROLE_SERVER
-                      ? decide_from_first_segment(skb, seg->payload_offset, seg->payload_length)
-                      : HEAD_GOES_ON;
-    if (conn->phase == PHASE_RESPONSE) emit_socket_exchange(conn, 0);
+    if (verdict == HEAD_NOT_DECIDED)
+      verdict = conn->exchange.role == ET_ROLE_SERVER
+                    ? decide_from_first_segment(skb, seg->payload_offset, seg->payload_length)
+                    : HEAD_GOES_ON;
+    if (conn->phase == PHASE_RESPONSE || conn->phase_only) emit_socket_exchange(conn, 0);
     if (verdict == HEAD_UNSAMPLED) {
       follow_phase_only(conn);
       return;
@@ -332,6 +337,26 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
   conn->exchange.response_bytes += seg->payload_length;
 }
 
+/* A segment (new bytes, no FIN or RST) of a server connection in a run of phase-only
+ * exchanges. Its response segments need nothing; a request segment opens the next exchange
+ * once the server has answered, and only leaves the run when that exchange is to be
+ * recorded or its head goes on past this segment. */
+static __always_inline void on_phase_only_segment(struct conn_state *conn, struct __sk_buff *skb,
+                                                  const struct segment *seg, bool egress) {
+  if (egress) return;
+  if (conn->egress.next == conn->ingress.response_next_at_request) return; /* more of the same request */
+  if (!is_request_start(peek_payload(skb, seg), seg->payload_length)) return;
+  int verdict = decide_from_first_segment(skb, seg->payload_offset, seg->payload_length);
+  if (verdict == HEAD_UNSAMPLED) {
+    count(ET_STAT_UNSAMPLED); /* the exchange just answered */
+    conn->ingress.response_next_at_request = conn->egress.next;
+    return;
+  }
+  /* The general path counts the answered exchange and opens this one with the decision. */
+  conn->phase = PHASE_RESPONSE;
+  on_request_segment(conn, skb, seg, peek_payload(skb, seg), egress, verdict);
+}
+
 static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
   struct bpf_sock *sk = skb->sk;
   if (!sk) return PASS;
@@ -369,6 +394,10 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
     }
   } else {
     if (seg.payload_length == 0 || !take_new_bytes(conn, egress, &seg)) return PASS;
+    if (conn->phase_only) {
+      on_phase_only_segment(conn, skb, &seg, egress);
+      return PASS;
+    }
   }
 
   __u8 role = conn->exchange.role;
@@ -401,7 +430,7 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
   }
 
   if ((role == ET_ROLE_SERVER) != egress)
-    on_request_segment(conn, skb, &seg, first_word, egress);
+    on_request_segment(conn, skb, &seg, first_word, egress, HEAD_NOT_DECIDED);
   else
     on_response_segment(conn, skb, &seg, first_word, egress);
 
