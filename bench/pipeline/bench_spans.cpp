@@ -3,9 +3,10 @@
 // through the same ExchangeStitcher and span writer the agent wires up for
 // `run --output json`, written to /dev/null. Each figure is the median of R repetitions.
 //
-//   bench_spans [--records N] [--batch B] [--repetitions R]
+//   bench_spans [--records N] [--batch B] [--repetitions R] [--sink discard|json|console]
 //     --batch: records between two deliver() calls (the agent delivers once per drain of the
 //              ring buffer, i.e. thousands of records at a high request rate)
+//     --sink: run only that case (for profiling one of them)
 //   bench_spans --dump PREFIX
 //     Writes PREFIX.json and PREFIX.console: the JSON and console output for a fixed mix of
 //     records covering the stitcher's cases (pipelining, unknown requests and responses,
@@ -154,7 +155,7 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-void benchmark(std::size_t records, std::size_t batch, int repetitions) {
+void benchmark(std::size_t records, std::size_t batch, int repetitions, std::string_view only_sink) {
   // 50 keep-alive connections taking turns, as wrk -c50 drives them.
   std::vector<std::vector<std::byte>> workload;
   for (std::uint32_t i = 0; i < 4096; ++i)
@@ -166,12 +167,14 @@ void benchmark(std::size_t records, std::size_t batch, int repetitions) {
   JsonSpanWriter json(devnull);
   ConsoleSpanWriter console(devnull);
   struct Case {
+    std::string_view id;
     const char* name;
     SpanSink* sink;
   };
   std::printf("%zu records per run, deliver every %zu, median of %d runs\n", records, batch, repetitions);
-  for (const Case& c : {Case{"stitch only (spans discarded)", &discard}, Case{"stitch + JSON lines", &json},
-                        Case{"stitch + console lines", &console}}) {
+  for (const Case& c : {Case{"discard", "stitch only (spans discarded)", &discard},
+                        Case{"json", "stitch + JSON lines", &json}, Case{"console", "stitch + console lines", &console}}) {
+    if (!only_sink.empty() && only_sink != c.id) continue;
     run_once(workload, std::min<std::size_t>(records, 20'000), batch, *c.sink, resources);  // warm-up
     std::vector<double> ns;
     for (int r = 0; r < repetitions; ++r) ns.push_back(run_once(workload, records, batch, *c.sink, resources));
@@ -292,6 +295,7 @@ int main(int argc, char** argv) {
   std::size_t batch = 2048;
   int repetitions = 5;
   std::string dump_prefix;
+  std::string only_sink;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
@@ -303,8 +307,9 @@ int main(int argc, char** argv) {
     else if (arg == "--batch") batch = std::max<std::size_t>(1, std::strtoull(value, nullptr, 10));
     else if (arg == "--repetitions") repetitions = std::max(1, std::atoi(value));
     else if (arg == "--dump") dump_prefix = value;
+    else if (arg == "--sink") only_sink = value;
     else {
-      std::fprintf(stderr, "usage: bench_spans [--records N] [--batch B] [--repetitions R] | --dump PREFIX\n");
+      std::fprintf(stderr, "usage: bench_spans [--records N] [--batch B] [--repetitions R] [--sink discard|json|console] | --dump PREFIX\n");
       return 2;
     }
     ++i;
@@ -313,6 +318,6 @@ int main(int argc, char** argv) {
     dump(dump_prefix);
     return 0;
   }
-  benchmark(records, batch, repetitions);
+  benchmark(records, batch, repetitions, only_sink);
   return 0;
 }
