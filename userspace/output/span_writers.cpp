@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <concepts>
+#include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace edgetrace {
@@ -38,14 +41,32 @@ constexpr std::array<bool, 256> kNeedsEscape = [] {
   return table;
 }();
 
+// True when some byte of these eight may need escaping (never false when one does): text
+// nearly never holds such bytes, so most of it is skipped a word at a time.
+bool may_need_escape(const char* eight_bytes) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t high_bits = 0x8080808080808080ULL;
+  std::uint64_t word;
+  std::memcpy(&word, eight_bytes, sizeof(word));
+  const auto has_zero_byte = [](std::uint64_t v) { return (v - ones) & ~v & high_bits; };
+  const std::uint64_t below_space = (word - ones * 0x20) & ~word & high_bits;
+  const std::uint64_t del_or_high = ((word + ones) | word) & high_bits;  // a byte >= 0x7f
+  return (below_space | del_or_high | has_zero_byte(word ^ (ones * '"')) | has_zero_byte(word ^ (ones * '\\'))) != 0;
+}
+
 void append_json_string(std::string& out, std::string_view text) {
   out.push_back('"');
   std::size_t run_start = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
+  std::size_t i = 0;
+  while (true) {
+    while (i + 8 <= text.size() && !may_need_escape(text.data() + i)) i += 8;
+    const std::size_t word_end = std::min(i + 8, text.size());
+    while (i < word_end && !kNeedsEscape[static_cast<unsigned char>(text[i])]) ++i;
+    if (i == text.size()) break;
+    if (i == word_end) continue;  // nothing to escape in this word after all
     const auto c = static_cast<unsigned char>(text[i]);
-    if (!kNeedsEscape[c]) continue;
     out.append(text.data() + run_start, i - run_start);
-    run_start = i + 1;
+    run_start = ++i;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
