@@ -226,45 +226,49 @@ void ExchangeStitcher::emit(const et_http_exchange& exchange, const http::Parsed
   const auto end = exchange.response_end_ns ? exchange.response_end_ns : exchange.request_end_ns;
   span.end_unix_nanos = clock_.to_unix(std::max(end, exchange.request_start_ns));
 
-  auto& a = span.attributes;
-  a.reserve(14);
-  a.push_back({"http.request.method", request.method});
-  a.push_back({"url.path", request.path});
-  if (!request.query.empty()) a.push_back({"url.query", request.query});
-  a.push_back({"url.scheme", std::string("http")});
-  if (!request.version.empty()) a.push_back({"network.protocol.version", request.version});
-  if (route) a.push_back({"http.route", std::string(*route)});
+  auto& attributes = span.attributes;
+  attributes.reserve(14);
+  // Built in place: a temporary Attribute would cost a move and a destruction of two variants.
+  const auto add = [&attributes](AttributeKey key, auto&& value) {
+    attributes.emplace_back(std::move(key), std::forward<decltype(value)>(value));
+  };
+  add("http.request.method", request.method);
+  add("url.path", request.path);
+  if (!request.query.empty()) add("url.query", request.query);
+  add("url.scheme", std::string("http"));
+  if (!request.version.empty()) add("network.protocol.version", request.version);
+  if (route) add("http.route", std::string(*route));
 
   auto remote = format_address(exchange.family, exchange.remote_addr);
   // Absolute-form targets (requests to proxies) name the server themselves.
   const std::string_view authority = request.effective_authority();
   const auto host = split_host(authority);
   if (server) {
-    a.push_back({"server.address", host.name.empty() ? format_address(exchange.family, exchange.local_addr)
-                                                       : std::string(host.name)});
-    a.push_back({"server.port", host.port.value_or(exchange.local_port)});
-    a.push_back({"client.address", remote});
-    a.push_back({"client.port", static_cast<std::int64_t>(exchange.remote_port)});
+    add("server.address",
+        host.name.empty() ? format_address(exchange.family, exchange.local_addr) : std::string(host.name));
+    add("server.port", host.port.value_or(exchange.local_port));
+    add("client.address", remote);
+    add("client.port", static_cast<std::int64_t>(exchange.remote_port));
   } else {
-    a.push_back({"server.address", host.name.empty() ? remote : std::string(host.name)});
-    a.push_back({"server.port", host.port.value_or(exchange.remote_port)});
+    add("server.address", host.name.empty() ? remote : std::string(host.name));
+    add("server.port", host.port.value_or(exchange.remote_port));
     if (request.target_form == http::TargetForm::Absolute) {
-      a.push_back({"url.full", request.target});
+      add("url.full", request.target);
     } else {
       const std::string_view url_authority = authority.empty() ? std::string_view(remote) : authority;
       std::string url;
       url.reserve(7 + url_authority.size() + request.target.size());
       ((url += "http://") += url_authority) += request.target;
-      a.push_back({"url.full", std::move(url)});
+      add("url.full", std::move(url));
     }
   }
-  a.push_back({"network.peer.address", std::move(remote)});
-  a.push_back({"network.peer.port", static_cast<std::int64_t>(exchange.remote_port)});
-  if (!request.user_agent.empty()) a.push_back({"user_agent.original", request.user_agent});
-  a.push_back({"thread.id", static_cast<std::int64_t>(exchange.tid)});
+  add("network.peer.address", std::move(remote));
+  add("network.peer.port", static_cast<std::int64_t>(exchange.remote_port));
+  if (!request.user_agent.empty()) add("user_agent.original", request.user_agent);
+  add("thread.id", static_cast<std::int64_t>(exchange.tid));
 
   if (response) {
-    a.push_back({"http.response.status_code", static_cast<std::int64_t>(response->status_code)});
+    add("http.response.status_code", static_cast<std::int64_t>(response->status_code));
     // Semantic conventions: 5xx is an error on both sides, 4xx only on the client side.
     if (response->status_code >= 500 || (!server && response->status_code >= 400)) span.status = StatusCode::Error;
   } else {
@@ -272,9 +276,9 @@ void ExchangeStitcher::emit(const et_http_exchange& exchange, const http::Parsed
     if (exchange.flags & ET_EXCHANGE_NO_RESPONSE) {
       span.status = StatusCode::Error;
       span.status_message = "connection closed before a response";
-      a.push_back({"error.type", std::string("connection_closed")});
+      add("error.type", std::string("connection_closed"));
     } else {
-      a.push_back({"edgetrace.response.unknown", true});
+      add("edgetrace.response.unknown", true);
     }
   }
 }
