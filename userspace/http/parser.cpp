@@ -22,9 +22,9 @@ constexpr std::size_t kMaxChunkSizeDigits = 16;
 // Larger declared lengths cannot be skipped within any capture; treat them as invalid.
 constexpr std::uint64_t kMaxContentLength = std::uint64_t{1} << 62;
 
-bool is_upper_alpha(unsigned char c) { return c >= 'A' && c <= 'Z'; }
-bool is_alpha(unsigned char c) { return is_upper_alpha(c) || (c >= 'a' && c <= 'z'); }
-bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+constexpr bool is_upper_alpha(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+constexpr bool is_alpha(unsigned char c) { return is_upper_alpha(c) || (c >= 'a' && c <= 'z'); }
+constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 int hex_value(unsigned char c) {
   if (is_digit(c)) return c - '0';
@@ -33,17 +33,18 @@ int hex_value(unsigned char c) {
   return -1;
 }
 
-// RFC 9110 tchar.
-bool is_tchar(unsigned char c) {
-  if (is_alpha(c) || is_digit(c)) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+// RFC 9110 tchar, as a table: it is tested for every byte of every header name.
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    const auto u = static_cast<unsigned char>(c);
+    table[u] = is_alpha(u) || is_digit(u);
   }
-}
+  for (const unsigned char c : std::string_view("!#$%&'*+-.^_`|~")) table[c] = true;
+  return table;
+}();
+
+bool is_tchar(unsigned char c) { return kTchar[c]; }
 
 // Request-target bytes: any visible byte. Bytes >= 0x80 are not valid URI characters but are
 // sent by real clients (raw UTF-8) and accepted by common servers, so they are kept as sent.
