@@ -111,7 +111,7 @@ void encode_with_messages(std::span<const Span> spans, std::string& out) {
       auto* rs = req->add_resource_spans();
       for (const auto& a : s.resource->attributes) {
         auto* kv = rs->mutable_resource()->add_attributes();
-        kv->set_key(a.key);
+        kv->set_key(a.key.data(), a.key.size());
         set_value(kv->mutable_value(), a.value);
       }
       ss = rs->add_scope_spans();
@@ -130,7 +130,7 @@ void encode_with_messages(std::span<const Span> spans, std::string& out) {
     p->set_flags(s.trace_flags);
     for (const auto& a : s.attributes) {
       auto* kv = p->add_attributes();
-      kv->set_key(a.key);
+      kv->set_key(a.key.data(), a.key.size());
       set_value(kv->mutable_value(), a.value);
     }
     if (s.status != StatusCode::Unset) p->mutable_status()->set_code(static_cast<pb::trace::v1::Status::StatusCode>(s.status));

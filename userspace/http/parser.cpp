@@ -22,9 +22,9 @@ constexpr std::size_t kMaxChunkSizeDigits = 16;
 // Larger declared lengths cannot be skipped within any capture; treat them as invalid.
 constexpr std::uint64_t kMaxContentLength = std::uint64_t{1} << 62;
 
-bool is_upper_alpha(unsigned char c) { return c >= 'A' && c <= 'Z'; }
-bool is_alpha(unsigned char c) { return is_upper_alpha(c) || (c >= 'a' && c <= 'z'); }
-bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+constexpr bool is_upper_alpha(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+constexpr bool is_alpha(unsigned char c) { return is_upper_alpha(c) || (c >= 'a' && c <= 'z'); }
+constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 int hex_value(unsigned char c) {
   if (is_digit(c)) return c - '0';
@@ -33,17 +33,18 @@ int hex_value(unsigned char c) {
   return -1;
 }
 
-// RFC 9110 tchar.
-bool is_tchar(unsigned char c) {
-  if (is_alpha(c) || is_digit(c)) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+// RFC 9110 tchar, as a table: it is tested for every byte of every header name.
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    const auto u = static_cast<unsigned char>(c);
+    table[u] = is_alpha(u) || is_digit(u);
   }
-}
+  for (const unsigned char c : std::string_view("!#$%&'*+-.^_`|~")) table[c] = true;
+  return table;
+}();
+
+bool is_tchar(unsigned char c) { return kTchar[c]; }
 
 // Request-target bytes: any visible byte. Bytes >= 0x80 are not valid URI characters but are
 // sent by real clients (raw UTF-8) and accepted by common servers, so they are kept as sent.
@@ -535,6 +536,13 @@ bool looks_like_http_response_start(std::string_view bytes) {
 std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus& status,
                                           const ParseOptions& options) {
   std::vector<ParsedRequest> requests;
+  parse_requests_into(captured, status, requests, options);
+  return requests;
+}
+
+void parse_requests_into(std::string_view captured, ParseStatus& status, std::vector<ParsedRequest>& requests,
+                         const ParseOptions& options) {
+  requests.clear();
   // Messages are large: growing 1, 2, 4 would move them twice for a typical pipelined capture.
   // Reserved on the first message only, so rejecting garbage allocates nothing.
   const auto keep = [&requests, &options](ParsedRequest&& request) {
@@ -547,16 +555,16 @@ std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus
     const std::size_t start = skip_empty_lines(captured, pos);
     if (start == std::string_view::npos) {
       status.stop = ParseStop::TruncatedStartLine;
-      return requests;
+      return;
     }
     if (start == captured.size()) {
       status.consumed = captured.size();
       status.stop = ParseStop::Complete;
-      return requests;
+      return;
     }
     if (requests.size() >= options.max_messages) {
       status.stop = ParseStop::MessageLimit;
-      return requests;
+      return;
     }
 
     ParsedRequest req;
@@ -565,17 +573,17 @@ std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus
     const StartLine start_line = parse_request_line(captured, start, options, req, next);
     if (start_line == StartLine::Invalid) {
       status.stop = ParseStop::NotHttp;
-      return requests;
+      return;
     }
     if (start_line == StartLine::Truncated) {
       status.stop = ParseStop::TruncatedStartLine;
-      return requests;
+      return;
     }
     if (start_line == StartLine::Reportable) {
       req.head_length = captured.size() - start;
       keep(std::move(req));
       status.stop = ParseStop::TruncatedStartLine;
-      return requests;
+      return;
     }
 
     pos = next;
@@ -608,7 +616,7 @@ std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus
       if (head == HeadResult::Truncated) req.head_length = captured.size() - start;
       keep(std::move(req));
       status.stop = stop_for_head(head);
-      return requests;
+      return;
     }
     req.head_complete = true;
 
@@ -619,13 +627,13 @@ std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus
       if (!framing.chunked) {
         keep(std::move(req));
         status.stop = ParseStop::InvalidFraming;
-        return requests;
+        return;
       }
       body = skip_chunked(captured, pos);
     } else if (framing.content_length_invalid) {
       keep(std::move(req));
       status.stop = ParseStop::InvalidFraming;
-      return requests;
+      return;
     } else if (framing.content_length) {
       body = skip_fixed(captured, pos, *framing.content_length);
     }
@@ -633,7 +641,7 @@ std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus
     keep(std::move(req));
     if (body != BodyResult::Complete) {
       status.stop = stop_for(body);
-      return requests;
+      return;
     }
     status.consumed = pos;
   }
@@ -643,6 +651,13 @@ std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStat
                                             std::span<const ParsedRequest> requests,
                                             const ParseOptions& options) {
   std::vector<ParsedResponse> responses;
+  parse_responses_into(captured, status, responses, requests, options);
+  return responses;
+}
+
+void parse_responses_into(std::string_view captured, ParseStatus& status, std::vector<ParsedResponse>& responses,
+                          std::span<const ParsedRequest> requests, const ParseOptions& options) {
+  responses.clear();
   const auto keep = [&responses, &options](ParsedResponse&& response) {
     if (responses.empty()) responses.reserve(std::min<std::size_t>(options.max_messages, 4));
     responses.push_back(std::move(response));
@@ -654,11 +669,11 @@ std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStat
     if (pos == captured.size()) {
       status.consumed = pos;
       status.stop = ParseStop::Complete;
-      return responses;
+      return;
     }
     if (responses.size() >= options.max_messages) {
       status.stop = ParseStop::MessageLimit;
-      return responses;
+      return;
     }
 
     ParsedResponse resp;
@@ -668,17 +683,17 @@ std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStat
     const StartLine start_line = parse_status_line(captured, start, resp, next);
     if (start_line == StartLine::Invalid) {
       status.stop = ParseStop::NotHttp;
-      return responses;
+      return;
     }
     if (start_line == StartLine::Truncated) {
       status.stop = ParseStop::TruncatedStartLine;
-      return responses;
+      return;
     }
     if (start_line == StartLine::Reportable) {
       resp.head_length = captured.size() - start;
       keep(std::move(resp));
       status.stop = ParseStop::TruncatedStartLine;
-      return responses;
+      return;
     }
 
     pos = next;
@@ -693,7 +708,7 @@ std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStat
       if (head == HeadResult::Truncated) resp.head_length = captured.size() - start;
       keep(std::move(resp));
       status.stop = stop_for_head(head);
-      return responses;
+      return;
     }
     resp.head_complete = true;
 
@@ -710,7 +725,7 @@ std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStat
       keep(std::move(resp));
       status.consumed = pos;
       status.stop = ParseStop::ProtocolSwitched;
-      return responses;
+      return;
     }
     BodyResult body = BodyResult::Complete;
     if (resp.informational() || code == 204 || code == 304 || method == "HEAD") {
@@ -719,25 +734,25 @@ std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStat
       if (!framing.chunked) {
         keep(std::move(resp));
         status.stop = ParseStop::BodyUntilClose;
-        return responses;
+        return;
       }
       body = skip_chunked(captured, pos);
     } else if (framing.content_length_invalid) {
       keep(std::move(resp));
       status.stop = ParseStop::InvalidFraming;
-      return responses;
+      return;
     } else if (framing.content_length) {
       body = skip_fixed(captured, pos, *framing.content_length);
     } else {
       keep(std::move(resp));
       status.stop = ParseStop::BodyUntilClose;
-      return responses;
+      return;
     }
     resp.body_complete = body == BodyResult::Complete;
     keep(std::move(resp));
     if (body != BodyResult::Complete) {
       status.stop = stop_for(body);
-      return responses;
+      return;
     }
     status.consumed = pos;
   }

@@ -27,6 +27,11 @@ struct ParseOptions {
 std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus& status,
                                           const ParseOptions& options = {});
 
+// As parse_requests, into `requests` (cleared first): a caller parsing record after record
+// reuses the vector's memory instead of allocating a new one each time.
+void parse_requests_into(std::string_view captured, ParseStatus& status, std::vector<ParsedRequest>& requests,
+                         const ParseOptions& options = {});
+
 // Responses are framed by their request (a response to HEAD has no body whatever its
 // Content-Length says; a 2xx to CONNECT opens a tunnel), so pass the requests parsed from the
 // other side of the same record: the n-th final response belongs to requests[n]. Responses
@@ -34,6 +39,9 @@ std::vector<ParsedRequest> parse_requests(std::string_view captured, ParseStatus
 std::vector<ParsedResponse> parse_responses(std::string_view captured, ParseStatus& status,
                                             std::span<const ParsedRequest> requests = {},
                                             const ParseOptions& options = {});
+// As parse_responses, into `responses` (cleared first).
+void parse_responses_into(std::string_view captured, ParseStatus& status, std::vector<ParsedResponse>& responses,
+                          std::span<const ParsedRequest> requests = {}, const ParseOptions& options = {});
 
 // The checks the kernel applies to the first bytes of a stream before it captures it; true
 // iff `bytes` starts with one of "GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "PATCH ",

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "span/span.h"
 
@@ -27,7 +29,21 @@ class JsonSpanWriter : public SpanSink {
   void flush() override { std::fflush(out_); }
 
  private:
+  // Lines are written out in pieces of about this size: large writes, a buffer that stays in cache.
+  static constexpr std::size_t kWriteChunkBytes = 64 * 1024;
+  static constexpr std::size_t kMaxCachedResources = 1024;
+  struct CachedResource {
+    std::shared_ptr<const Resource> resource;  // held so its address cannot name another resource
+    std::string json;
+  };
+
+  // The "resource" object of a span: the same for every span of a process, so formatted once.
+  const std::string& resource_json_for(const std::shared_ptr<const Resource>& resource);
+  void write_buffer();
+
   std::FILE* out_;
+  std::string buffer_;  // kept across batches so its memory is reused
+  std::unordered_map<const Resource*, CachedResource> resource_json_;
 };
 
 std::string format_console_line(const Span& span);

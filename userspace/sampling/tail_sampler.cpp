@@ -26,7 +26,7 @@ std::size_t span_heap_bytes(const Span& span) {
   std::size_t bytes = heap_bytes_of(span.trace_state) + heap_bytes_of(span.name) + heap_bytes_of(span.status_message);
   if (span.attributes.capacity() > 0) bytes += span.attributes.capacity() * sizeof(Attribute) + kMallocOverhead;
   for (const auto& attribute : span.attributes) {
-    bytes += heap_bytes_of(attribute.key);
+    if (const auto* name = attribute.key.owned()) bytes += heap_bytes_of(*name);
     if (const auto* text = std::get_if<std::string>(&attribute.value)) bytes += heap_bytes_of(*text);
   }
   return bytes;

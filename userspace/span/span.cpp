@@ -1,5 +1,7 @@
 #include "span/span.h"
 
+#include <ostream>
+
 namespace edgetrace {
 namespace {
 template <std::size_t N>
@@ -16,5 +18,7 @@ std::string hex(const std::array<std::uint8_t, N>& bytes) {
 
 std::string to_hex(const TraceId& id) { return hex(id); }
 std::string to_hex(const SpanId& id) { return hex(id); }
+
+std::ostream& operator<<(std::ostream& out, const AttributeKey& key) { return out << key.view(); }
 
 }  // namespace edgetrace

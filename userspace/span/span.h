@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,8 +24,39 @@ enum class StatusCode : std::uint8_t { Unset = 0, Ok = 1, Error = 2 };
 
 using AttributeValue = std::variant<std::string, std::int64_t, double, bool>;
 
+// An attribute's name. Every span gets the same dozen semantic-convention names, most too long
+// for std::string's inline buffer; held as views of their string literals they cost no
+// allocation per span. Names known only at run time (configuration, the environment) keep
+// their own copy.
+class AttributeKey {
+ public:
+  // consteval: only a constant expression, i.e. text with static storage, can be viewed.
+  consteval AttributeKey(const char* literal) : name_(std::string_view(literal)) {}
+  AttributeKey(std::string name) : name_(std::move(name)) {}
+  explicit AttributeKey(std::string_view name) : name_(std::string(name)) {}
+
+  [[nodiscard]] std::string_view view() const {
+    if (const auto* literal = std::get_if<std::string_view>(&name_)) return *literal;
+    return std::get<std::string>(name_);
+  }
+  operator std::string_view() const { return view(); }
+  [[nodiscard]] const char* data() const { return view().data(); }
+  [[nodiscard]] std::size_t size() const { return view().size(); }
+  // The copy of a run-time name; nullptr for a literal.
+  [[nodiscard]] const std::string* owned() const { return std::get_if<std::string>(&name_); }
+
+  friend bool operator==(const AttributeKey& a, const AttributeKey& b) { return a.view() == b.view(); }
+  friend bool operator==(const AttributeKey& a, std::string_view b) { return a.view() == b; }
+  friend bool operator==(const AttributeKey& a, const std::string& b) { return a.view() == b; }
+  friend bool operator==(const AttributeKey& a, const char* b) { return a.view() == b; }
+  friend std::ostream& operator<<(std::ostream& out, const AttributeKey& key);
+
+ private:
+  std::variant<std::string_view, std::string> name_;
+};
+
 struct Attribute {
-  std::string key;
+  AttributeKey key;
   AttributeValue value;
 };
 

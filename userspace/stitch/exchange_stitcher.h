@@ -9,6 +9,7 @@
 
 #include "edgetrace.h"
 #include "http/message.h"
+#include "http/parser.h"
 #include "http/route_matcher.h"
 #include "span/span.h"
 #include "stitch/clock.h"
@@ -53,7 +54,13 @@ class ExchangeStitcher {
   MonotonicToUnix clock_;
   http::RouteMatcher routes_;
   SpanSink& sink_;
+  // The stitcher reads only the fields of interest the parser extracts, never the header list.
+  static constexpr http::ParseOptions kParseOptions{.max_headers = 0};
+  static constexpr std::size_t kMaxBatchReserve = 4096;
+
   std::unordered_map<std::uint64_t, PendingRequests> pending_by_connection_;
+  PendingRequests unpending_;  // the requests of a connection with none in the map; empty between records
+  std::vector<http::ParsedResponse> responses_;  // the current record's, kept for its memory
   SpanBatch batch_;
   std::mt19937_64 random_;
   StitchCounters counters_;
