@@ -71,8 +71,11 @@ enum et_stat {
 };
 
 /* One HTTP/1.x request paired with its response on one connection: the whole unit the
- * kernel sends to userspace. `data` holds the request prefix in [0, capture) followed by the
- * response prefix in [capture, 2*capture); the record is sent trimmed to that size. */
+ * kernel sends to userspace. `data` holds the request prefix in [0, request_captured) and
+ * the response prefix in [response_offset, response_offset + response_captured), where
+ * response_offset is the request prefix's length (the request side never grows once the
+ * response has begun); the record is sent trimmed to the end of the response prefix, so a
+ * small exchange costs a small record. */
 struct et_http_exchange {
   __u32 record_type;  /* enum et_record_type */
   __u32 flags;        /* enum et_exchange_flags */
@@ -101,7 +104,7 @@ struct et_http_exchange {
 
   __u16 request_captured;
   __u16 response_captured;
-  __u16 capture;         /* the runtime capture size (offset of the response prefix) */
+  __u16 response_offset; /* where the response prefix starts in data */
   __u8 trace_flags;      /* W3C flags of this span's context */
   __u8 _pad1;
 

@@ -199,7 +199,6 @@ static __always_inline struct conn_state *new_conn(struct conn_key *key, __u8 ro
   conn->exchange.tgid = key->tgid;
   conn->exchange.fd = key->fd;
   conn->exchange.connection_id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
-  conn->exchange.capture = capture_bytes;
   return conn;
 }
 
@@ -372,7 +371,8 @@ static __always_inline void capture(struct conn_state *conn, bool response_side,
   if (have >= cap) return;
   __u32 room = cap - have;
   __u64 want = length < room ? length : room;
-  __u32 offset = (response_side ? cap : 0) + have;
+  if (response_side && have == 0) conn->exchange.response_offset = conn->exchange.request_captured;
+  __u32 offset = (response_side ? conn->exchange.response_offset : 0) + have;
 
   if (io->kind == IO_BUFFER) {
     copy_chunk(conn, offset, want, io->buffer);

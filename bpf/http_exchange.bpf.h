@@ -161,8 +161,9 @@ __noinline int emit_exchange(struct conn_state *conn, __u32 extra_flags) {
   }
   conn->exchange.flags |= extra_flags;
   if (!conn->from_start) conn->exchange.flags |= ET_EXCHANGE_JOINED_MIDSTREAM;
-  /* Send only up to the last captured response byte. */
-  __u64 size = ET_EXCHANGE_HEADER_SIZE + (__u64)capture_bytes + conn->exchange.response_captured;
+  /* Send only up to the last captured byte. */
+  if (conn->exchange.response_captured == 0) conn->exchange.response_offset = conn->exchange.request_captured;
+  __u64 size = ET_EXCHANGE_HEADER_SIZE + (__u64)conn->exchange.response_offset + conn->exchange.response_captured;
   if (size > sizeof(struct et_http_exchange)) size = sizeof(struct et_http_exchange);
   /* Waking the consumer per record costs a context switch per request; it drains on a short
    * timer instead, and is only woken when the buffer is filling up. */
@@ -197,7 +198,7 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
 
 static __always_inline bool response_is_interim(struct conn_state *conn) {
   /* "HTTP/1.1 1xx": the status' first digit sits at offset 9 of the response prefix. */
-  __u32 at = masked_offset(capture_bytes + 9);
+  __u32 at = masked_offset(conn->exchange.response_offset + 9);
   return conn->exchange.response_captured > 9 && conn->exchange.data[at] == '1';
 }
 

@@ -148,7 +148,8 @@ static __always_inline void capture_payload(struct conn_state *conn, bool respon
   __u32 want = capture_bytes - have;
   if (want > seg->payload_length) want = seg->payload_length;
   if (want == 0 || want > ET_MAX_CAPTURE) return;
-  __u32 offset = (response_side ? capture_bytes : 0) + have;
+  if (response_side && have == 0) conn->exchange.response_offset = conn->exchange.request_captured;
+  __u32 offset = (response_side ? conn->exchange.response_offset : 0) + have;
   /* 1..ET_MAX_CAPTURE in a form the verifier can follow. */
   __u32 length = bounded(want - 1, ET_MAX_CAPTURE - 1) + 1;
   if (bpf_skb_load_bytes(skb, seg->payload_offset, &conn->exchange.data[masked_offset(offset)], length)) {
@@ -381,7 +382,6 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
     conn->from_start = tp && tp->bytes_received == 0 && tp->bytes_acked == 0;
     conn->exchange.record_type = ET_RECORD_HTTP1_EXCHANGE;
     conn->exchange.connection_id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
-    conn->exchange.capture = capture_bytes;
     read_addresses(sk, &conn->exchange);
   }
   if (conn->protocol >= PROTO_OTHER) return PASS;

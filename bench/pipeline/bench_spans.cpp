@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -47,7 +48,8 @@ struct RecordSpec {
   std::uint32_t tgid = 0;  // 0: this process
   bool ipv6 = false;
   bool ipv4_mapped = false;
-  std::uint16_t capture = kCapture;
+  std::uint16_t capture = kCapture;                   // per side, as the kernel's capture_bytes
+  std::optional<std::uint16_t> response_offset;       // unset: right after the request, as the kernel writes it
   std::uint64_t request_bytes = 0;  // 0: the request's size
   std::uint64_t id_seed = 1;        // trace and span ids derive from it; 0: no kernel ids
   bool response_end_known = true;
@@ -91,11 +93,11 @@ std::vector<std::byte> make_record(const RecordSpec& spec) {
   exchange->response_end_ns = spec.response_end_known ? start + 41'000 : 0;
   exchange->request_bytes = spec.request_bytes ? spec.request_bytes : spec.request.size();
   exchange->response_bytes = spec.response.size();
-  exchange->capture = spec.capture;
   exchange->request_captured = static_cast<std::uint16_t>(std::min<std::size_t>(spec.request.size(), spec.capture));
   exchange->response_captured = static_cast<std::uint16_t>(std::min<std::size_t>(spec.response.size(), spec.capture));
+  exchange->response_offset = spec.response_offset.value_or(exchange->request_captured);
   std::memcpy(exchange->data, spec.request.data(), exchange->request_captured);
-  std::memcpy(exchange->data + spec.capture, spec.response.data(), exchange->response_captured);
+  std::memcpy(exchange->data + exchange->response_offset, spec.response.data(), exchange->response_captured);
   if (spec.id_seed) {
     exchange->trace_flags = 1;
     std::uint64_t x = spec.id_seed * 0x9E3779B97F4A7C15ULL;
@@ -110,7 +112,7 @@ std::vector<std::byte> make_record(const RecordSpec& spec) {
     if (spec.flags & ET_EXCHANGE_HAS_PARENT)
       for (auto& b : exchange->parent_span_id) b = next();
   }
-  const std::size_t size = ET_EXCHANGE_HEADER_SIZE + spec.capture + exchange->response_captured;
+  const std::size_t size = ET_EXCHANGE_HEADER_SIZE + exchange->response_offset + exchange->response_captured;
   std::vector<std::byte> record(size);
   std::memcpy(record.data(), exchange.get(), size);
   return record;
@@ -253,10 +255,10 @@ std::vector<std::vector<std::byte>> dump_records() {
   };
   std::vector<std::vector<std::byte>> records;
   for (const auto& spec : specs) records.push_back(make_record(spec));
-  // Malformed: shorter than a record header, and a capture larger than the maximum.
+  // Malformed: shorter than a record header, and a response offset beyond the maximum.
   records.push_back(std::vector<std::byte>(16));
   auto oversized = make_record(specs[0]);
-  reinterpret_cast<et_http_exchange*>(oversized.data())->capture = ET_MAX_CAPTURE * 2;
+  reinterpret_cast<et_http_exchange*>(oversized.data())->response_offset = ET_MAX_CAPTURE * 2;
   records.push_back(std::move(oversized));
   return records;
 }

@@ -104,16 +104,17 @@ void ExchangeStitcher::on_record(std::span<const std::byte> record) {
   // captured bytes are read where they are, and `data` of this copy is never touched.
   et_http_exchange exchange;
   std::memcpy(&exchange, record.data(), ET_EXCHANGE_HEADER_SIZE);
-  const std::size_t capture = exchange.capture;
-  if (exchange.record_type != ET_RECORD_HTTP1_EXCHANGE || capture > ET_MAX_CAPTURE ||
-      exchange.request_captured > capture || exchange.response_captured > capture ||
-      record.size() < ET_EXCHANGE_HEADER_SIZE + capture + exchange.response_captured) {
+  const std::size_t response_offset = exchange.response_offset;
+  if (exchange.record_type != ET_RECORD_HTTP1_EXCHANGE || exchange.request_captured > ET_MAX_CAPTURE ||
+      exchange.response_captured > ET_MAX_CAPTURE || exchange.request_captured > response_offset ||
+      response_offset > ET_MAX_CAPTURE ||
+      record.size() < ET_EXCHANGE_HEADER_SIZE + response_offset + exchange.response_captured) {
     ++counters_.malformed_records;
     return;
   }
   const auto* data = reinterpret_cast<const char*>(record.data()) + ET_EXCHANGE_HEADER_SIZE;
   const std::string_view request_capture(data, exchange.request_captured);
-  const std::string_view response_capture(data + capture, exchange.response_captured);
+  const std::string_view response_capture(data + response_offset, exchange.response_captured);
 
   SpanBatch& out = batch_;
   const auto spans_before = out.size();
