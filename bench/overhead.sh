@@ -3,7 +3,7 @@
 # baseline and traced runs alternate, wrk on loopback, and we report medians and ratios.
 #
 #   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
-#                     [--modes baseline,traced,traced-0.01] [--kernel-ns]
+#                     [--modes baseline,traced,traced-0.01] [--kernel-ns] [--browser-headers]
 #
 # Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
 # both with the default settings; sockets and sockets-R are the same on the cgroup socket
@@ -13,9 +13,11 @@
 # completed ("every request captured"). With --kernel-ns, one more run per traced mode with
 # kernel.bpf_stats_enabled=1 reports the BPF programs' run time per request (kept out of
 # the throughput rounds: the statistics themselves cost time).
+# --browser-headers makes wrk send the headers a browser sends (a ~400-byte request head
+# instead of ~40 bytes), so the traceparent search has a realistic head to cover.
 set -euo pipefail
 
-rounds=5 duration=10 connections=50 threads=1 kernel_ns=0
+rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 wrk_headers=()
 build="$(cd "$(dirname "$0")/.." && pwd)/build"
 modes=(baseline traced)
 while (($#)); do
@@ -26,6 +28,15 @@ while (($#)); do
     --build) build=$2; shift 2 ;;
     --modes) IFS=, read -r -a modes <<<"$2"; shift 2 ;;
     --kernel-ns) kernel_ns=1; shift ;;
+    --browser-headers)
+      wrk_headers=(
+        -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+        -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+        -H "Accept-Language: en-GB,en;q=0.7,de;q=0.3"
+        -H "Accept-Encoding: gzip, deflate, br, zstd"
+        -H "Cookie: session=3f9a1c2e7b5d4a6f8e0c1b2a3d4e5f60; theme=dark; consent=1"
+        -H "Referer: http://127.0.0.1/catalogue/items?page=2")
+      shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +78,7 @@ run_mode() {
   esac
   wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
   local out
-  out=$(wrk -t$threads -c$connections -d${duration}s --latency "http://127.0.0.1:$port/")
+  out=$(wrk -t$threads -c$connections -d${duration}s --latency "${wrk_headers[@]}" "http://127.0.0.1:$port/")
   if [[ ${STATS_FILE:-} ]]; then bpftool prog show --json >"$STATS_FILE"; fi
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   local rps p99 requests spans=-
@@ -83,7 +94,7 @@ run_mode() {
 }
 
 declare -A rps_of p99_of
-echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s, $rounds alternating rounds, modes: ${modes[*]}"
+echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s${wrk_headers:+ with browser headers}, $rounds alternating rounds, modes: ${modes[*]}"
 for round in $(seq "$rounds"); do
   for mode in "${modes[@]}"; do
     read -r rps p99 requests spans < <(run_mode "$mode")

@@ -193,7 +193,9 @@ TEST(HttpCapture, HeadSamplingDecidesEveryRequestFromItsTraceId) {
   for (int i = 0; i < 3; ++i) ASSERT_EQ(client(port, {"split", "/split"}).exit_code, 0);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(client(port, {"post", "200000"}).exit_code, 0);
   const std::string joined = "4bf92f3577b34da6a3ce929d0e0e4736", declined = "0af7651916cd43dd8448eb211c80319c";
-  EXPECT_EQ(curl(base + "/joined", {"-H", "traceparent: 00-" + joined + "-00f067aa0ba902b7-01"}).output, "200");
+  // Behind a long line, so the head search has to cross several of its 64-byte steps.
+  const std::string cookie = "Cookie: session=" + std::string(230, 'c') + "; theme=dark";
+  EXPECT_EQ(curl(base + "/joined", {"-H", cookie, "-H", "traceparent: 00-" + joined + "-00f067aa0ba902b7-01"}).output, "200");
   EXPECT_EQ(curl(base + "/declined", {"-H", "traceparent: 00-" + declined + "-00f067aa0ba902b7-00"}).output, "200");
   EXPECT_EQ(curl(base + "/invalid", {"-H", "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}).output, "200");
   constexpr int requests = keepalive_requests + 3 + 3 + 3;
