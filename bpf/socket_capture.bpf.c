@@ -221,7 +221,13 @@ static __always_inline void end_of_connection(struct conn_state *conn) {
   conn->protocol = PROTO_OTHER; /* nothing more to follow on this socket */
 }
 
-enum first_segment_verdict { HEAD_NOT_DECIDED = -1, HEAD_GOES_ON = 0, HEAD_SAMPLED = 1, HEAD_UNSAMPLED = 2 };
+enum first_segment_verdict {
+  HEAD_NOT_DECIDED = -1,
+  HEAD_GOES_ON = 0,
+  HEAD_SAMPLED = 1,
+  HEAD_UNSAMPLED = 2,
+  HEAD_NOT_A_REQUEST = 3,
+};
 
 /* Server side, at the segment that opens a request: the context decision, left in this
  * CPU's request_scratch, when this segment holds the whole head (or as much of it as is
@@ -236,6 +242,9 @@ __noinline int decide_from_first_segment(struct __sk_buff *skb, __u32 payload_of
   if (length == 0 || length > ET_MAX_CAPTURE) return HEAD_GOES_ON;
   length = bounded(length - 1, ET_MAX_CAPTURE - 1) + 1;
   if (bpf_skb_load_bytes(skb, payload_offset, scratch->bytes, length)) return HEAD_GOES_ON;
+  __u64 first_word = 0;
+  __builtin_memcpy(&first_word, scratch->bytes, 8); /* bytes past length are never compared */
+  if (!is_request_start(first_word, payload_length)) return HEAD_NOT_A_REQUEST;
   struct head_scan scan = {};
   if (!decide_server_context(scratch->bytes, 0, length, length >= capture_bytes, &scan, &scratch->decision))
     return HEAD_GOES_ON;
@@ -346,8 +355,8 @@ static __always_inline void on_phase_only_segment(struct conn_state *conn, struc
                                                   const struct segment *seg, bool egress) {
   if (egress) return;
   if (conn->egress.next == conn->ingress.response_next_at_request) return; /* more of the same request */
-  if (!is_request_start(peek_payload(skb, seg), seg->payload_length)) return;
   int verdict = decide_from_first_segment(skb, seg->payload_offset, seg->payload_length);
+  if (verdict == HEAD_NOT_A_REQUEST) return;
   if (verdict == HEAD_UNSAMPLED) {
     count(ET_STAT_UNSAMPLED); /* the exchange just answered */
     conn->ingress.response_next_at_request = conn->egress.next;
