@@ -271,6 +271,41 @@ INSTANTIATE_TEST_SUITE_P(
                  ParseStop::MalformedHeader}),
     [](const testing::TestParamInfo<BodyCase>& info) { return info.param.name; });
 
+// Header names and values are checked several bytes at a time: every byte value, at every
+// position of a name and of a value longer than a word, must still be judged on its own.
+TEST(RequestParser, EveryByteAtEveryPositionOfAFieldLine) {
+  const auto is_tchar = [](unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+  };
+  const auto stop_for = [](const std::string& field_line) {
+    ParseStatus status;
+    parse("GET /a HTTP/1.1\r\n" + field_line + "\r\n\r\n", status);
+    return status.stop;
+  };
+  const std::string name = "X-A-Rather-Long-Name";
+  const std::string value = "a-value-longer-than-two-words";
+  for (int b = 0; b < 256; ++b) {
+    const auto c = static_cast<unsigned char>(b);
+    if (c == '\n') continue;  // would end the line
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      std::string v = value;
+      v[i] = static_cast<char>(c);
+      const bool valid = c == '\t' || (c >= 0x20 && c != 0x7f);
+      EXPECT_EQ(stop_for(name + ": " + v), valid ? ParseStop::Complete : ParseStop::MalformedHeader)
+          << "byte " << b << " at value position " << i;
+    }
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      std::string n = name;
+      n[i] = static_cast<char>(c);
+      // A colon inside the name ends it early; the rest joins the (valid) value.
+      const bool valid = is_tchar(c) || (c == ':' && i > 0);
+      EXPECT_EQ(stop_for(n + ": " + value), valid ? ParseStop::Complete : ParseStop::MalformedHeader)
+          << "byte " << b << " at name position " << i;
+    }
+  }
+}
+
 TEST(RequestParser, TruncatedHeadersStillReportTheRequest) {
   const std::string bytes =
       "GET /items?page=2 HTTP/1.1\r\nHost: shop\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad";

@@ -1,5 +1,6 @@
 // edgetrace: doctor, run, agent, queue status.
 #include <CLI/CLI.hpp>
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -16,6 +17,17 @@
 
 namespace edgetrace {
 namespace {
+
+// Spans are made and freed a ring-buffer drain at a time, megabytes at a high request rate.
+// By default glibc hands the freed top of the heap back to the kernel after each batch and the
+// next batch faults it back in page by page: bench_spans --sink discard (spans freed right
+// after each batch) took 1.19 us/span that way and 0.59 with this. Up to 32 MiB of free heap is
+// kept instead. Fixing the trim threshold also stops glibc adapting the mmap threshold, so that
+// is raised too: a batch's span vector (hundreds of KiB) stays on the heap, not a fresh mmap.
+void keep_freed_heap() {
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+}
 
 // Signals the main thread waits for; blocked before any thread starts so that every thread
 // inherits the mask and only sigwaitinfo() sees them.
@@ -116,6 +128,7 @@ int agent_command(const std::string& config_file, const SessionOverrides& overri
 
 int main(int argc, char** argv) {
   using namespace edgetrace;
+  keep_freed_heap();
   CLI::App app{"edgetrace: OpenTelemetry traces of unmodified programs, from the kernel"};
   app.require_subcommand(1);
 

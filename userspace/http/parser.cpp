@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 
@@ -55,6 +57,40 @@ bool is_field_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c 
 
 bool is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
 
+// True iff every byte is a field-value char. Checked eight bytes at a time: values are nearly
+// always plain visible ASCII, and a header value is checked for every header of every message.
+bool all_field_value_chars(std::string_view text) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t high_bits = 0x8080808080808080ULL;
+  std::size_t i = 0;
+  for (; i + 8 <= text.size(); i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, text.data() + i, sizeof(word));
+    // A high bit in each byte that is below 0x20 or equal to 0x7f (may also flag a byte next
+    // to one that is: only ever a false alarm, which the byte loop settles).
+    const std::uint64_t del = word ^ (ones * 0x7f);
+    const std::uint64_t suspect = ((word - ones * 0x20) | (del - ones)) & ~word & high_bits;
+    if (suspect == 0) continue;
+    for (std::size_t j = i; j < i + 8; ++j)
+      if (!is_field_value_char(static_cast<unsigned char>(text[j]))) return false;
+  }
+  for (; i < text.size(); ++i)
+    if (!is_field_value_char(static_cast<unsigned char>(text[i]))) return false;
+  return true;
+}
+
+// iequals against a lowercase literal, inline: every header name is compared with up to six
+// names of interest, and most differ in length already.
+bool equals_lowercase(std::string_view text, std::string_view lowercase) {
+  if (text.size() != lowercase.size()) return false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + ('a' - 'A'));
+    if (c != static_cast<unsigned char>(lowercase[i])) return false;
+  }
+  return true;
+}
+
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && is_ows(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && is_ows(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -82,9 +118,28 @@ struct Line {
   bool complete = false;  // saw the LF
 };
 
+// The first LF at or after `pos`, or npos. Lines are short (a header line is some 20-40
+// bytes), so a word-at-a-time loop here beats the call into memchr and its set-up.
+std::size_t find_lf(std::string_view data, std::size_t pos) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t high_bits = 0x8080808080808080ULL;
+  constexpr std::uint64_t lfs = ones * '\n';
+  while (pos + 8 <= data.size()) {
+    std::uint64_t word;
+    std::memcpy(&word, data.data() + pos, sizeof(word));
+    const std::uint64_t x = word ^ lfs;
+    // Nonzero iff some byte of x is zero, i.e. some byte of the word is LF.
+    if (((x - ones) & ~x & high_bits) != 0) break;
+    pos += 8;
+  }
+  for (; pos < data.size(); ++pos)
+    if (data[pos] == '\n') return pos;
+  return std::string_view::npos;
+}
+
 Line line_at(std::string_view data, std::size_t pos) {
   Line line;
-  const std::size_t lf = data.find('\n', pos);
+  const std::size_t lf = find_lf(data, pos);
   if (lf == std::string_view::npos) {
     line.text = data.substr(pos);
     // A CR at the very end may be the first half of CRLF.
@@ -178,7 +233,7 @@ void note_transfer_encoding(Framing& framing, std::string_view value) {
     if (!item.empty()) last = item;
     pos = comma + 1;
   }
-  if (!last.empty()) framing.chunked = iequals(last, "chunked");
+  if (!last.empty()) framing.chunked = equals_lowercase(last, "chunked");
 }
 
 enum class HeadResult { Complete, Truncated, Malformed };
@@ -203,24 +258,23 @@ HeadResult parse_fields(std::string_view data, std::size_t& pos, std::vector<Hea
       // obs-fold (RFC 9112 5.2): a continuation of the previous field. Its content is not
       // merged into any field of interest; only tolerated after a field.
       if (!any_field) return HeadResult::Malformed;
-      for (const char c : line.text)
-        if (!is_field_value_char(static_cast<unsigned char>(c))) return HeadResult::Malformed;
+      if (!all_field_value_chars(line.text)) return HeadResult::Malformed;
       pos = line.next;
       continue;
     }
-    const std::size_t colon = line.text.find(':');
-    if (colon == std::string_view::npos || colon == 0) return HeadResult::Malformed;
+    // The name is the tchars up to the colon (':' is no tchar): any other byte before it, a
+    // missing colon and an empty name are all malformed. Rejects whitespace between name and
+    // colon too (RFC 9112 5.1: MUST reject).
+    std::size_t colon = 0;
+    while (colon < line.text.size() && is_tchar(static_cast<unsigned char>(line.text[colon]))) ++colon;
+    if (colon == 0 || colon == line.text.size() || line.text[colon] != ':') return HeadResult::Malformed;
     const std::string_view name = line.text.substr(0, colon);
-    // Rejects whitespace between name and colon too (RFC 9112 5.1: MUST reject).
-    for (const char c : name)
-      if (!is_tchar(static_cast<unsigned char>(c))) return HeadResult::Malformed;
     const std::string_view value = trim_ows(line.text.substr(colon + 1));
-    for (const char c : value)
-      if (!is_field_value_char(static_cast<unsigned char>(c))) return HeadResult::Malformed;
+    if (!all_field_value_chars(value)) return HeadResult::Malformed;
 
-    if (iequals(name, "content-length")) {
+    if (equals_lowercase(name, "content-length")) {
       note_content_length(framing, value);
-    } else if (iequals(name, "transfer-encoding")) {
+    } else if (equals_lowercase(name, "transfer-encoding")) {
       note_transfer_encoding(framing, value);
     } else {
       on_field(name, value);
@@ -591,21 +645,21 @@ void parse_requests_into(std::string_view captured, ParseStatus& status, std::ve
     const HeadResult head = parse_fields(
         captured, pos, req.headers, req.headers_omitted, options.max_headers, framing,
         [&req](std::string_view name, std::string_view value) {
-          if (iequals(name, "host")) {
+          if (equals_lowercase(name, "host")) {
             if (req.host.empty()) req.host = value;
-          } else if (iequals(name, "traceparent")) {
+          } else if (equals_lowercase(name, "traceparent")) {
             if (req.traceparent.empty()) {
               req.traceparent = value;
             } else {
               req.traceparent_repeated = true;
             }
-          } else if (iequals(name, "tracestate")) {
+          } else if (equals_lowercase(name, "tracestate")) {
             // Repeated fields combine into one comma-separated list (RFC 9110 5.3).
             if (!value.empty()) {
               if (!req.tracestate.empty()) req.tracestate += ',';
               req.tracestate += value;
             }
-          } else if (iequals(name, "user-agent")) {
+          } else if (equals_lowercase(name, "user-agent")) {
             if (req.user_agent.empty()) req.user_agent = value;
           }
         });

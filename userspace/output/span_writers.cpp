@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <concepts>
 #include <cstdint>
 #include <cstring>
@@ -33,7 +34,7 @@ std::string_view status_name(StatusCode status) {
   return "UNSET";
 }
 
-// Which bytes append_json_string must escape: '"', '\\', controls, DEL and everything >= 0x80
+// Which bytes JsonCursor::put_string must escape: '"', '\\', controls, DEL and everything >= 0x80
 // (captured bytes need not be UTF-8, so they are written as \u00XX to keep the JSON valid).
 constexpr std::array<bool, 256> kNeedsEscape = [] {
   std::array<bool, 256> table{};
@@ -54,123 +55,182 @@ bool may_need_escape(const char* eight_bytes) {
   return (below_space | del_or_high | has_zero_byte(word ^ (ones * '"')) | has_zero_byte(word ^ (ones * '\\'))) != 0;
 }
 
-void append_json_string(std::string& out, std::string_view text) {
-  out.push_back('"');
-  std::size_t run_start = 0;
-  std::size_t i = 0;
-  while (true) {
-    while (i + 8 <= text.size() && !may_need_escape(text.data() + i)) i += 8;
-    const std::size_t word_end = std::min(i + 8, text.size());
-    while (i < word_end && !kNeedsEscape[static_cast<unsigned char>(text[i])]) ++i;
-    if (i == text.size()) break;
-    if (i == word_end) continue;  // nothing to escape in this word after all
-    const auto c = static_cast<unsigned char>(text[i]);
-    out.append(text.data() + run_start, i - run_start);
-    run_start = ++i;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+// JSON text goes through a cursor into memory already sized for the line's worst case
+// (json_line_bound): one size check per span instead of one per append, which was most of the
+// writer's time when it appended to a std::string piece by piece.
+class JsonCursor {
+ public:
+  explicit JsonCursor(char* at) : at_(at) {}
+  [[nodiscard]] char* position() const { return at_; }
+
+  void put(char c) { *at_++ = c; }
+  void put(std::string_view text) {
+    std::memcpy(at_, text.data(), text.size());
+    at_ += text.size();
+  }
+
+  // Writes at most 6 * text.size() + 2 bytes (every byte escaped as \u00XX, and the quotes).
+  void put_string(std::string_view text) {
+    put('"');
+    const char* p = text.data();
+    const char* const end = p + text.size();
+    while (true) {
+      while (end - p >= 8 && !may_need_escape(p)) {
+        std::memcpy(at_, p, 8);
+        at_ += 8;
+        p += 8;
+      }
+      const char* const word_end = p + std::min<std::ptrdiff_t>(8, end - p);
+      while (p < word_end && !kNeedsEscape[static_cast<unsigned char>(*p)]) *at_++ = *p++;
+      if (p == end) break;
+      if (p == word_end) continue;  // nothing to escape in this word after all
+      const auto c = static_cast<unsigned char>(*p++);
+      switch (c) {
+        case '"': put("\\\""); break;
+        case '\\': put("\\\\"); break;
+        case '\n': put("\\n"); break;
+        case '\r': put("\\r"); break;
+        case '\t': put("\\t"); break;
+        default:
+          put("\\u00");
+          put(kHexDigits[c >> 4]);
+          put(kHexDigits[c & 0xf]);
+      }
+    }
+    put('"');
+  }
+
+  // Writes at most kMaxIntegerChars bytes.
+  template <std::integral T>
+  void put_integer(T value) {
+    at_ = std::to_chars(at_, at_ + kMaxIntegerChars, value).ptr;
+  }
+
+  template <std::size_t N>
+  void put_hex(const std::array<std::uint8_t, N>& bytes) {
+    for (const std::uint8_t b : bytes) {
+      *at_++ = kHexDigits[b >> 4];
+      *at_++ = kHexDigits[b & 0xf];
     }
   }
-  out.append(text.data() + run_start, text.size() - run_start);
-  out.push_back('"');
-}
 
-template <std::integral T>
-void append_integer(std::string& out, T value) {
-  const fmt::format_int text(value);
-  out.append(text.data(), text.size());
-}
-
-template <std::size_t N>
-void append_hex(std::string& out, const std::array<std::uint8_t, N>& bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  const auto at = out.size();
-  out.resize(at + 2 * N);
-  for (std::size_t i = 0; i < N; ++i) {
-    out[at + 2 * i] = digits[bytes[i] >> 4];
-    out[at + 2 * i + 1] = digits[bytes[i] & 0xf];
+  void put_value(const AttributeValue& value) {
+    std::visit(
+        [this](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string>) put_string(v);
+          else if constexpr (std::is_same_v<T, bool>) put(v ? "true" : "false");
+          else if constexpr (std::is_same_v<T, std::int64_t>) put_integer(v);
+          else at_ = fmt::format_to_n(at_, kMaxDoubleChars, "{}", v).out;
+        },
+        value);
   }
-}
 
-void append_json_value(std::string& out, const AttributeValue& value) {
-  std::visit(
-      [&](const auto& v) {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) append_json_string(out, v);
-        else if constexpr (std::is_same_v<T, bool>) out += v ? "true" : "false";
-        else if constexpr (std::is_same_v<T, std::int64_t>) append_integer(out, v);
-        else fmt::format_to(std::back_inserter(out), "{}", v);
-      },
-      value);
-}
+  void put_attributes(const Attributes& attributes) {
+    put('{');
+    bool first = true;
+    for (const auto& a : attributes) {
+      if (!first) put(',');
+      first = false;
+      put_string(a.key);
+      put(':');
+      put_value(a.value);
+    }
+    put('}');
+  }
 
-void append_json_attributes(std::string& out, const Attributes& attributes) {
-  out.push_back('{');
-  bool first = true;
+  static constexpr std::size_t kMaxIntegerChars = 20;  // "-9223372036854775808", UINT64_MAX
+  // fmt's shortest round-trip form is at most 24 ("-1.7976931348623157e+308"); room to spare.
+  static constexpr std::size_t kMaxDoubleChars = 32;
+
+ private:
+  static constexpr char kHexDigits[] = "0123456789abcdef";
+  char* at_;
+};
+
+constexpr std::size_t escaped_bound(std::size_t text_size) { return 6 * text_size + 2; }
+
+std::size_t attributes_bound(const Attributes& attributes) {
+  std::size_t bound = 2;  // braces
   for (const auto& a : attributes) {
-    if (!first) out.push_back(',');
-    first = false;
-    append_json_string(out, a.key);
-    out.push_back(':');
-    append_json_value(out, a.value);
+    bound += 2 + escaped_bound(a.key.size());  // comma and colon
+    bound += std::visit(
+        [](const auto& v) -> std::size_t {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string>) return escaped_bound(v.size());
+          else if constexpr (std::is_same_v<T, bool>) return 5;
+          else if constexpr (std::is_same_v<T, std::int64_t>) return JsonCursor::kMaxIntegerChars;
+          else return JsonCursor::kMaxDoubleChars;
+        },
+        a.value);
   }
-  out.push_back('}');
+  return bound;
 }
 
 std::string resource_json(const Resource* resource) {
-  std::string out;
-  append_json_attributes(out, resource ? resource->attributes : Attributes{});
+  static const Attributes none;
+  const Attributes& attributes = resource ? resource->attributes : none;
+  std::string out(attributes_bound(attributes), '\0');
+  JsonCursor cursor(out.data());
+  cursor.put_attributes(attributes);
+  out.resize(static_cast<std::size_t>(cursor.position() - out.data()));
   return out;
 }
 
-// One span as a JSON object (no newline); `resource` is the span's resource already in JSON.
-void append_json_line(std::string& out, const Span& span, std::string_view resource) {
-  out += "{\"trace_id\":\"";
-  append_hex(out, span.trace_id);
-  out += "\",\"span_id\":\"";
-  append_hex(out, span.span_id);
-  out += "\",\"parent_span_id\":";
+// The most bytes write_json_line can write for this span, newline included.
+std::size_t json_line_bound(const Span& span, std::string_view resource) {
+  // Field names, punctuation, kind and status names (under 250 bytes), 64 hex digits, four integers.
+  constexpr std::size_t fixed = 512;
+  return fixed + escaped_bound(span.name.size()) + escaped_bound(span.status_message.size()) +
+         escaped_bound(span.trace_state.size()) + attributes_bound(span.attributes) + resource.size();
+}
+
+// One span as a JSON object followed by a newline, into memory of at least json_line_bound
+// bytes; `resource` is the span's resource already in JSON. Returns the end of what it wrote.
+char* write_json_line(char* at, const Span& span, std::string_view resource) {
+  JsonCursor out(at);
+  out.put("{\"trace_id\":\"");
+  out.put_hex(span.trace_id);
+  out.put("\",\"span_id\":\"");
+  out.put_hex(span.span_id);
+  out.put("\",\"parent_span_id\":");
   if (span.is_root()) {
-    out += "null";
+    out.put("null");
   } else {
-    out.push_back('"');
-    append_hex(out, span.parent_span_id);
-    out.push_back('"');
+    out.put('"');
+    out.put_hex(span.parent_span_id);
+    out.put('"');
   }
-  out += ",\"name\":";
-  append_json_string(out, span.name);
-  out += ",\"kind\":\"";
-  out += kind_name(span.kind);
-  out += "\",\"start_unix_nano\":";
-  append_integer(out, span.start_unix_nanos);
-  out += ",\"end_unix_nano\":";
-  append_integer(out, span.end_unix_nanos);
-  out += ",\"duration_ns\":";
-  append_integer(out, span.duration_nanos());
-  out += ",\"status\":\"";
-  out += status_name(span.status);
-  out.push_back('"');
+  out.put(",\"name\":");
+  out.put_string(span.name);
+  out.put(",\"kind\":\"");
+  out.put(kind_name(span.kind));
+  out.put("\",\"start_unix_nano\":");
+  out.put_integer(span.start_unix_nanos);
+  out.put(",\"end_unix_nano\":");
+  out.put_integer(span.end_unix_nanos);
+  out.put(",\"duration_ns\":");
+  out.put_integer(span.duration_nanos());
+  out.put(",\"status\":\"");
+  out.put(status_name(span.status));
+  out.put('"');
   if (!span.status_message.empty()) {
-    out += ",\"status_message\":";
-    append_json_string(out, span.status_message);
+    out.put(",\"status_message\":");
+    out.put_string(span.status_message);
   }
-  out += ",\"trace_flags\":";
-  append_integer(out, static_cast<unsigned>(span.trace_flags));
+  out.put(",\"trace_flags\":");
+  out.put_integer(static_cast<unsigned>(span.trace_flags));
   if (!span.trace_state.empty()) {
-    out += ",\"trace_state\":";
-    append_json_string(out, span.trace_state);
+    out.put(",\"trace_state\":");
+    out.put_string(span.trace_state);
   }
-  out += ",\"attributes\":";
-  append_json_attributes(out, span.attributes);
-  out += ",\"resource\":";
-  out += resource;
-  out.push_back('}');
+  out.put(",\"attributes\":");
+  out.put_attributes(span.attributes);
+  out.put(",\"resource\":");
+  out.put(resource);
+  out.put('}');
+  out.put('\n');
+  return out.position();
 }
 
 std::string attribute_text(const AttributeValue& value) {
@@ -204,8 +264,10 @@ std::string format_console_line(const Span& span) {
 }
 
 std::string format_json_line(const Span& span) {
-  std::string out;
-  append_json_line(out, span, resource_json(span.resource.get()));
+  const std::string resource = resource_json(span.resource.get());
+  std::string out(json_line_bound(span, resource), '\0');
+  const char* end = write_json_line(out.data(), span, resource);
+  out.resize(static_cast<std::size_t>(end - out.data()) - 1);  // without the newline
   return out;
 }
 
@@ -226,8 +288,9 @@ const std::string& JsonSpanWriter::resource_json_for(const std::shared_ptr<const
 
 void JsonSpanWriter::consume(SpanBatch spans) {
   for (const auto& span : spans) {
-    append_json_line(buffer_, span, resource_json_for(span.resource));
-    buffer_.push_back('\n');
+    const std::string& resource = resource_json_for(span.resource);
+    char* at = buffer_.make_room(json_line_bound(span, resource));
+    buffer_.grow_to(write_json_line(at, span, resource));
     if (buffer_.size() >= kWriteChunkBytes) write_buffer();
   }
   write_buffer();
@@ -236,6 +299,17 @@ void JsonSpanWriter::consume(SpanBatch spans) {
 void JsonSpanWriter::write_buffer() {
   std::fwrite(buffer_.data(), 1, buffer_.size(), out_);
   buffer_.clear();
+}
+
+char* JsonSpanWriter::LineBuffer::make_room(std::size_t bytes) {
+  if (capacity_ - size_ < bytes) {
+    const std::size_t capacity = std::max(2 * capacity_, size_ + bytes);
+    auto data = std::make_unique_for_overwrite<char[]>(capacity);
+    if (size_ > 0) std::memcpy(data.get(), data_.get(), size_);
+    data_ = std::move(data);
+    capacity_ = capacity;
+  }
+  return data_.get() + size_;
 }
 
 }  // namespace edgetrace

@@ -41,8 +41,26 @@ class JsonSpanWriter : public SpanSink {
   const std::string& resource_json_for(const std::shared_ptr<const Resource>& resource);
   void write_buffer();
 
+  // Bytes of JSON lines not yet written. Unlike a std::string, room for a line can be taken
+  // without filling it first: a line is written into its worst-case size, then trimmed.
+  class LineBuffer {
+   public:
+    // At least `bytes` writable bytes at the end of the content (their address).
+    char* make_room(std::size_t bytes);
+    // Extends the content to `end`, within the room make_room gave.
+    void grow_to(const char* end) { size_ = static_cast<std::size_t>(end - data_.get()); }
+    [[nodiscard]] const char* data() const { return data_.get(); }
+    [[nodiscard]] std::size_t size() const { return size_; }
+    void clear() { size_ = 0; }
+
+   private:
+    std::unique_ptr<char[]> data_;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+  };
+
   std::FILE* out_;
-  std::string buffer_;  // kept across batches so its memory is reused
+  LineBuffer buffer_;  // kept across batches so its memory is reused
   std::unordered_map<const Resource*, CachedResource> resource_json_;
 };
 
