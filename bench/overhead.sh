@@ -4,6 +4,7 @@
 #
 #   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
 #                     [--modes baseline,traced,traced-0.01] [--kernel-ns] [--browser-headers]
+#                     [--no-pin]
 #
 # Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
 # both with the default settings; sockets and sockets-R are the same on the cgroup socket
@@ -13,11 +14,14 @@
 # completed ("every request captured"). With --kernel-ns, one more run per traced mode with
 # kernel.bpf_stats_enabled=1 reports the BPF programs' run time per request (kept out of
 # the throughput rounds: the statistics themselves cost time).
+# wrk runs on CPU 0 and nginx on CPU 1 (the agent is left to the scheduler): unpinned, this
+# 2-core VM flips between ~110 k and ~140 k req/s baselines as the scheduler places the two,
+# which drowns the differences measured here. --no-pin leaves all three to the scheduler.
 # --browser-headers makes wrk send the headers a browser sends (a ~400-byte request head
 # instead of ~40 bytes), so the traceparent search has a realistic head to cover.
 set -euo pipefail
 
-rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 wrk_headers=()
+rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 wrk_headers=() pin=1
 build="$(cd "$(dirname "$0")/.." && pwd)/build"
 modes=(baseline traced)
 while (($#)); do
@@ -28,6 +32,7 @@ while (($#)); do
     --build) build=$2; shift 2 ;;
     --modes) IFS=, read -r -a modes <<<"$2"; shift 2 ;;
     --kernel-ns) kernel_ns=1; shift ;;
+    --no-pin) pin=0; shift ;;
     --browser-headers)
       wrk_headers=(
         -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -44,6 +49,8 @@ edgetrace="$build/userspace/cli/edgetrace"
 [[ -x "$edgetrace" ]] || { echo "build edgetrace first ($edgetrace missing)" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "run scripts/setup.sh first (wrk, nginx)" >&2; exit 1; }
 
+client_cpu=() server_cpu=()
+if ((pin)) && (($(nproc) >= 2)); then client_cpu=(taskset -c 0) server_cpu=(taskset -c 1); fi
 work=$(mktemp -d /tmp/edgetrace-bench-XXXXXX)
 trap 'pkill -f "$work/nginx.conf" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -66,7 +73,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/
 run_mode() {
   local mode=$1 pid agent_log="$work/agent-$1.log"
   case "$mode" in
-    baseline) nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" & pid=$! ;;
+    baseline) "${server_cpu[@]}" nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" & pid=$! ;;
     *)
       local flags=() sampler=() ratio
       [[ $mode == sockets* ]] && flags=(--capture-path sockets --no-inject)
@@ -74,11 +81,11 @@ run_mode() {
         ratio=${mode#*-}
         sampler=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$ratio")
       fi
-      env "${sampler[@]}" "$edgetrace" run --output json --log-level info "${flags[@]}" -- nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
+      env "${sampler[@]}" "$edgetrace" run --output json --log-level info "${flags[@]}" -- "${server_cpu[@]}" nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
   esac
   wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
   local out
-  out=$(wrk -t$threads -c$connections -d${duration}s --latency "${wrk_headers[@]}" "http://127.0.0.1:$port/")
+  out=$("${client_cpu[@]}" wrk -t$threads -c$connections -d${duration}s --latency "${wrk_headers[@]}" "http://127.0.0.1:$port/")
   if [[ ${STATS_FILE:-} ]]; then bpftool prog show --json >"$STATS_FILE"; fi
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   local rps p99 requests spans=-
@@ -94,7 +101,7 @@ run_mode() {
 }
 
 declare -A rps_of p99_of
-echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s${wrk_headers:+ with browser headers}, $rounds alternating rounds, modes: ${modes[*]}"
+echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s${wrk_headers:+ with browser headers}${client_cpu:+, wrk on CPU 0 and nginx on CPU 1}, $rounds alternating rounds, modes: ${modes[*]}"
 for round in $(seq "$rounds"); do
   for mode in "${modes[@]}"; do
     read -r rps p99 requests spans < <(run_mode "$mode")
