@@ -83,7 +83,8 @@ struct et_http_exchange {
   __u32 tgid;
   __u32 tid;          /* thread that read the request (server) or wrote it (client) */
   __u32 fd;
-  __u32 sequence;     /* exchange number on this connection, from 1 */
+  __u32 sequence;     /* grows with each exchange on this connection, from 1 (a run of unsampled
+                       * exchanges on the socket path counts as one) */
 
   __u8 role;          /* enum et_role */
   __u8 _pad0;
