@@ -438,7 +438,7 @@ static __always_inline void on_response_bytes(struct conn_state *conn, const str
     __u64 request_start = conn->exchange.request_start_ns;
     __u64 request_end = conn->exchange.request_end_ns;
     emit_exchange(conn, 0);
-    begin_exchange(conn, request_start, ET_EXCHANGE_PIPELINED);
+    begin_pipelined_continuation(conn, request_start);
     conn->exchange.request_end_ns = request_end;
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = start_ns;

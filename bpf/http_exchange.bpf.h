@@ -196,6 +196,15 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
   conn->phase = PHASE_REQUEST;
 }
 
+/* The next exchange of a pipelined batch, opened when its response starts: its request lies
+ * further on in the request bytes the previous record carried. It shares the batch's
+ * decision (only a recorded exchange is split this way; see start_recorded_root_context). */
+static __always_inline void begin_pipelined_continuation(struct conn_state *conn, __u64 request_start_ns) {
+  begin_exchange(conn, request_start_ns, ET_EXCHANGE_PIPELINED);
+  start_recorded_root_context(&conn->exchange);
+  conn->context_decided = 1;
+}
+
 static __always_inline bool response_is_interim(struct conn_state *conn) {
   /* "HTTP/1.1 1xx": the status' first digit sits at offset 9 of the response prefix. */
   __u32 at = masked_offset(conn->exchange.response_offset + 9);

@@ -238,4 +238,25 @@ static __always_inline void start_root_context(struct et_http_exchange *ex) {
   ex->trace_flags = sample(ex->trace_id, false, 0);
 }
 
+/* A root that must be recorded: the continuation of a pipelined batch whose first exchange
+ * was (userspace pairs the batch's later responses with the requests the first record
+ * captured, in order, so none of them may go missing). Its trace id's randomness is drawn
+ * from the sampled range, so the id still carries its decision to any consistent sampler
+ * downstream. */
+static __always_inline void start_recorded_root_context(struct et_http_exchange *ex) {
+  start_root_context(ex);
+  const __u64 range = 1ull << 56;
+  __u64 threshold = sampler_threshold;
+  if (threshold > 0 && threshold < range) {
+    __u64 randomness = 0;
+    for (int i = 9; i < 16; i++) randomness = randomness << 8 | ex->trace_id[i];
+    randomness = threshold + randomness % (range - threshold);
+    for (int i = 15; i >= 9; i--) {
+      ex->trace_id[i] = randomness & 0xff;
+      randomness >>= 8;
+    }
+  }
+  ex->trace_flags = 1;
+}
+
 #endif /* EDGETRACE_HTTP_HEAD_BPF_H */

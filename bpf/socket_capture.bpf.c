@@ -335,7 +335,7 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
     __u64 request_end = conn->exchange.request_end_ns;
     __u32 tgid = conn->exchange.tgid, tid = conn->exchange.tid;
     emit_socket_exchange(conn, 0);
-    begin_exchange(conn, request_start, ET_EXCHANGE_PIPELINED);
+    begin_pipelined_continuation(conn, request_start);
     conn->exchange.tgid = tgid;
     conn->exchange.tid = tid;
     conn->exchange.request_end_ns = request_end;

@@ -231,6 +231,40 @@ TEST(HttpCapture, HeadSamplingDecidesEveryRequestFromItsTraceId) {
   }
 }
 
+// Pipelined batches under ratio sampling: a batch whose first request is turned down is
+// followed by its phase alone (on the socket path), one that is kept is split response by
+// response and each continuation decided on its own, and connections alternate between the
+// two. Whatever is kept must carry its own request's status, never a neighbour's.
+TEST(HttpCapture, PipelinedRequestsUnderHeadSamplingAreNeverMisattributed) {
+  const int port = free_tcp_port();
+  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)}, {},
+                SpawnOptions{.environment = {"OTEL_TRACES_SAMPLER=traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.5"}});
+  ASSERT_TRUE(wait_for_port(port));
+  constexpr int batches = 16;
+  for (int i = 0; i < batches; ++i) ASSERT_EQ(client(port, {"statuses", "6"}).exit_code, 0);
+  ASSERT_EQ(client(port, {"keepalive", "40", "/after"}).exit_code, 0);
+  std::this_thread::sleep_for(500ms);
+  ASSERT_EQ(run.stop(), 0);
+
+  const auto spans = run.spans();
+  std::size_t pipelined = 0;
+  for (const auto& s : spans) {
+    const auto path = s["attributes"]["url.path"].get<std::string>();
+    if (path == "/after") continue;
+    ASSERT_TRUE(path.starts_with("/status/")) << s.dump();
+    EXPECT_EQ(status_of(s), std::stoll(path.substr(8))) << s.dump();
+    ++pipelined;
+  }
+  // A batch is kept or not as a whole (its later requests are only seen in the first
+  // record), and each kept root, continuations included, has an id that says "kept".
+  for (const auto& s : spans) EXPECT_GE(s["trace_id"].get<std::string>().substr(18), "80000000000000") << s.dump();
+  EXPECT_GT(pipelined, 0u) << "about half the batches are kept";
+  EXPECT_LT(pipelined, static_cast<std::size_t>(batches * 6)) << "and about half are not";
+  const auto after = with_path(spans, "/after");
+  EXPECT_GT(after.size(), 5u) << "the connections after the batches are still followed";
+  EXPECT_LT(after.size(), 35u);
+}
+
 TEST(HttpCapture, NonHttpBytesAreIgnoredWithoutHarm) {
   const int port = free_tcp_port();
   TracedRun run({TEST_HTTP_SERVER, std::to_string(port)});
