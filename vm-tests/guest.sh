@@ -25,16 +25,24 @@ check "doctor says fentry loads here" grep -qE "^ +fentry +yes" /tmp/doctor.txt
 check "doctor chooses fentry" grep -qE "syscall capture +fentry" /tmp/doctor.txt
 check "capability suite" "$build/tests/capabilities/capabilities_tests" --gtest_brief=1
 
-# The tracepoint capture path on this older kernel: trace a real server, expect its span.
-"$build/userspace/cli/edgetrace" run --log-level debug --output json -- python3 -m http.server 18080 --bind 127.0.0.1 >/tmp/spans.json 2>/tmp/agent.log &
-agent=$!
-# Under software emulation the verifier alone takes minutes.
-for _ in $(seq 900); do curl -s -o /dev/null http://127.0.0.1:18080/ && break; sleep 1; done
-curl -s -o /dev/null "http://127.0.0.1:18080/vm?x=1"
-sleep 1.5
-kill -INT "$agent"; wait "$agent"
-grep -v "^$" /tmp/agent.log | grep -B12 -m1 "END PROG LOAD LOG" | sed 's/^/vm: agent| /'; tail -3 /tmp/agent.log | sed 's/^/vm: agent| /'
-check "edgetrace run captures a span on $(uname -r)" grep -q '"url.path":"/vm"' /tmp/spans.json
+# Each capture path on this older kernel: trace a real server, expect its span.
+trace_server() {
+  local name=$1 port=$2; shift 2
+  "$build/userspace/cli/edgetrace" run --log-level debug --output json "$@" -- \
+    python3 -m http.server "$port" --bind 127.0.0.1 >"/tmp/spans-$port.json" 2>"/tmp/agent-$port.log" &
+  local agent=$!
+  # Under software emulation the verifier alone takes minutes.
+  for _ in $(seq 900); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 1; done
+  curl -s -o /dev/null "http://127.0.0.1:$port/vm?x=1"
+  sleep 1.5
+  kill -INT "$agent"; wait "$agent"
+  grep -v "^$" "/tmp/agent-$port.log" | grep -B12 -m1 "END PROG LOAD LOG" | sed "s/^/vm: $name| /"
+  tail -3 "/tmp/agent-$port.log" | sed "s/^/vm: $name| /"
+  check "$name captures a span on $(uname -r)" grep -q '"url.path":"/vm"' "/tmp/spans-$port.json"
+}
+# The socket path first: its two programs verify much faster than the syscall path's.
+trace_server "socket path" 18081 --capture-path sockets --no-inject
+trace_server "syscall path" 18080
 
 if ((failures == 0)); then echo "VM RESULT: PASS"; else echo "VM RESULT: FAIL ($failures)"; fi
 poweroff -f
