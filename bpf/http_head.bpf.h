@@ -212,11 +212,13 @@ static __always_inline void random_bytes(__u8 *out, int words) {
 
 /* OpenTelemetry consistent sampling: the trace id's last 7 bytes, big-endian, against the
  * rejection threshold. The same rule as userspace/sampling/consistent_probability.h. */
-static __always_inline bool ratio_sampled(const __u8 trace_id[16]) {
+static __always_inline __u64 trace_id_randomness(const __u8 trace_id[16]) {
   __u64 randomness = 0;
   for (int i = 9; i < 16; i++) randomness = randomness << 8 | trace_id[i];
-  return randomness >= sampler_threshold;
+  return randomness;
 }
+
+static __always_inline bool ratio_sampled(const __u8 trace_id[16]) { return trace_id_randomness(trace_id) >= sampler_threshold; }
 
 static __always_inline __u8 sample(const __u8 trace_id[16], bool has_parent, __u8 parent_flags) {
   switch (sampler_mode) {
@@ -248,9 +250,7 @@ static __always_inline void start_recorded_root_context(struct et_http_exchange 
   const __u64 range = 1ull << 56;
   __u64 threshold = sampler_threshold;
   if (threshold > 0 && threshold < range) {
-    __u64 randomness = 0;
-    for (int i = 9; i < 16; i++) randomness = randomness << 8 | ex->trace_id[i];
-    randomness = threshold + randomness % (range - threshold);
+    __u64 randomness = threshold + trace_id_randomness(ex->trace_id) % (range - threshold);
     for (int i = 15; i >= 9; i--) {
       ex->trace_id[i] = randomness & 0xff;
       randomness >>= 8;
