@@ -18,6 +18,7 @@
 
 #include "queue/disk_batch_queue.h"
 #include "queue/segment_format.h"
+#include "temp_dir.h"
 
 namespace {
 
@@ -47,25 +48,6 @@ std::vector<std::string> make_batches(std::size_t count) {
   return batches;
 }
 
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::filesystem::path& parent) {
-    std::string pattern = (parent / "edgetrace-bench-queue-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp in " + parent.string() + " failed");
-    path_ = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 // Drops this benchmark's own files from the page cache (no effect on anything else).
 void evict_from_page_cache(const std::filesystem::path& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
@@ -84,7 +66,7 @@ struct Throughput {
 
 Throughput run_throughput(const std::filesystem::path& parent, FsyncMode mode, std::size_t batches_to_write,
                           const std::vector<std::string>& batches) {
-  ScratchDir dir(parent);
+  edgetrace::testing::TempDir dir("edgetrace-bench-queue", parent);
   QueueConfig config;
   config.dir = dir.path();
   config.fsync = mode;
@@ -167,7 +149,7 @@ int main(int argc, char** argv) {
   }
 
   // Recovery: open a directory holding a backlog of `backlog_mib`, warm and cold page cache.
-  ScratchDir dir(parent);
+  edgetrace::testing::TempDir dir("edgetrace-bench-queue", parent);
   QueueConfig config;
   config.dir = dir.path();
   config.max_bytes = 4ull << 30;

@@ -1,4 +1,5 @@
-// A fresh directory for one test, removed with everything in it afterwards.
+// A fresh directory for one test (or one benchmark run), removed with everything in it
+// afterwards.
 #pragma once
 
 #include <stdlib.h>
