@@ -3,7 +3,8 @@
 # baseline and traced runs alternate, wrk on loopback, and we report medians and ratios.
 #
 #   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
-#                     [--modes baseline,traced,traced-0.01] [--kernel-ns] [--browser-headers]
+#                     [--modes baseline,traced,traced-0.01] [--kernel-ns | --kernel-detail]
+#                     [--browser-headers]
 #                     [--no-pin]
 #
 # Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
@@ -13,7 +14,8 @@
 # exchanges it emitted and counted as unsampled, whose sum must match the requests wrk
 # completed ("every request captured"). With --kernel-ns, one more run per traced mode with
 # kernel.bpf_stats_enabled=1 reports the BPF programs' run time per request (kept out of
-# the throughput rounds: the statistics themselves cost time).
+# the throughput rounds: the statistics themselves cost time). --kernel-detail adds each
+# program's runs and nanoseconds per request.
 # wrk runs on CPU 0 and nginx on CPU 1 (the agent is left to the scheduler): unpinned, this
 # 2-core VM flips between ~110 k and ~140 k req/s baselines as the scheduler places the two,
 # which drowns the differences measured here. --no-pin leaves all three to the scheduler.
@@ -21,7 +23,7 @@
 # instead of ~40 bytes), so the traceparent search has a realistic head to cover.
 set -euo pipefail
 
-rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 wrk_headers=() pin=1
+rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 kernel_detail= wrk_headers=() pin=1
 build="$(cd "$(dirname "$0")/.." && pwd)/build"
 modes=(baseline traced)
 while (($#)); do
@@ -32,6 +34,7 @@ while (($#)); do
     --build) build=$2; shift 2 ;;
     --modes) IFS=, read -r -a modes <<<"$2"; shift 2 ;;
     --kernel-ns) kernel_ns=1; shift ;;
+    --kernel-detail) kernel_ns=1 kernel_detail=1; shift ;;
     --no-pin) pin=0; shift ;;
     --browser-headers)
       wrk_headers=(
@@ -111,14 +114,16 @@ for round in $(seq "$rounds"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-base_rps=$(median <<<"${rps_of[baseline]}")
-base_p99=$(median <<<"${p99_of[baseline]}")
-echo
-printf '%-14s %12s %10s %12s %14s\n' mode "median req/s" ratio "median p99" "added p99 ms"
-for mode in "${modes[@]}"; do
-  m_rps=$(median <<<"${rps_of[$mode]}"); m_p99=$(median <<<"${p99_of[$mode]}")
-  printf '%-14s %12.0f %10.3f %12.3f %14.3f\n' "$mode" "$m_rps" "$(echo "$m_rps / $base_rps" | bc -l)" "$m_p99" "$(echo "$m_p99 - $base_p99" | bc -l)"
-done
+if ((rounds)); then
+  base_rps=$(median <<<"${rps_of[baseline]}")
+  base_p99=$(median <<<"${p99_of[baseline]}")
+  echo
+  printf '%-14s %12s %10s %12s %14s\n' mode "median req/s" ratio "median p99" "added p99 ms"
+  for mode in "${modes[@]}"; do
+    m_rps=$(median <<<"${rps_of[$mode]}"); m_p99=$(median <<<"${p99_of[$mode]}")
+    printf '%-14s %12.0f %10.3f %12.3f %14.3f\n' "$mode" "$m_rps" "$(echo "$m_rps / $base_rps" | bc -l)" "$m_p99" "$(echo "$m_p99 - $base_p99" | bc -l)"
+  done
+fi
 
 if ((kernel_ns)); then
   echo
@@ -129,7 +134,7 @@ if ((kernel_ns)); then
     [[ $mode == baseline ]] && continue
     STATS_FILE="$work/stats-$mode.json"
     read -r rps p99 requests spans < <(STATS_FILE=$STATS_FILE run_mode "$mode")
-    python3 - "$STATS_FILE" "$requests" "$mode" <<'PY'
+    python3 - "$STATS_FILE" "$requests" "$mode" ${kernel_detail:+--detail} <<'PY'
 import json, sys
 programs = json.load(open(sys.argv[1]))
 requests = int(sys.argv[2])
@@ -138,6 +143,11 @@ total = sum(p.get("run_time_ns", 0) for p in ours)
 print(f"{sys.argv[3]:<14} {total / requests:8.0f} ns/request over {requests} requests "
       f"({len(ours)} programs; per-program mean ns: " +
       ", ".join(f"{p['name']}={p['run_time_ns'] // max(p['run_cnt'], 1)}" for p in sorted(ours, key=lambda p: -p.get('run_time_ns', 0))[:6] if p.get('run_cnt')) + ")")
+if "--detail" in sys.argv[4:]:
+    for p in sorted(ours, key=lambda p: -p.get("run_time_ns", 0)):
+        if p.get("run_cnt"):
+            print(f"    {p['name']:<16} {p['run_cnt'] / requests:6.2f} runs/request {p['run_time_ns'] / p['run_cnt']:7.0f} ns/run "
+                  f"{p['run_time_ns'] / requests:7.0f} ns/request")
 PY
   done
   sysctl -qw kernel.bpf_stats_enabled="$previous"
