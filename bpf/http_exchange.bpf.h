@@ -19,9 +19,10 @@ enum conn_protocol { PROTO_UNKNOWN = 0, PROTO_HTTP1 = 1, PROTO_OTHER = 2, PROTO_
 /* Socket path: where one direction of the TCP stream has got to. */
 struct stream_position {
   __u32 next;                /* sequence number just past the payload seen */
-  /* Request side only: the response side's `next` when the current phase-only exchange's
-   * request arrived; once that moves, the server has answered (see follow_phase_only). */
-  __u32 response_next_at_request;
+  /* Request side only: the acknowledgement number the current phase-only exchange's request
+   * arrived with; once the client acknowledges more, the server has answered (see
+   * follow_phase_only). */
+  __u32 ack_at_request;
   __u8 known;                /* next is valid */
 };
 
@@ -29,8 +30,9 @@ struct stream_position {
  * on different CPUs (loopback delivers a segment on its sender's CPU), so a cache line of
  * this state written on one side is fetched back by the other. A run of phase-only
  * (unsampled) exchanges therefore leaves the first 56 bytes, which with the storage
- * element's own map pointer make the line every lookup reads, unwritten; each side writes
- * only its own stream_position, on a line of its own at the end. */
+ * element's own map pointer make the line every lookup reads, unwritten; the response side
+ * writes nothing at all, and the request side only its own stream_position, on a line of
+ * its own at the end. */
 struct conn_state {
   __u8 protocol;   /* enum conn_protocol */
   __u8 phase;      /* enum conn_phase */

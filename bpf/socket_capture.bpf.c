@@ -259,11 +259,15 @@ static __always_inline const struct server_decision *first_segment_decision(void
 
 /* An exchange head sampling turned down is never sent: all that matters is where it ends,
  * so that the next request is recognised. A run of them on a server connection writes
- * nothing but each side's stream position (see struct conn_state): the request side learns
- * that the server has answered from the response side's position moving, and the next
- * request's decision is made from a per-CPU copy of its first segment. */
-static __always_inline void follow_phase_only(struct conn_state *conn) {
-  conn->ingress.response_next_at_request = conn->egress.next;
+ * nothing but the request side's stream position (see struct conn_state). The request side
+ * learns that the server has answered from the client's acknowledgement number: a client
+ * sends its next request only after reading the response, and every segment it sends
+ * acknowledges all it has received. The response side is left alone, so no line of the state
+ * moves between the two CPUs, and its position is set again when the run ends
+ * (leave_phase_only). The next request's decision is made from a per-CPU copy of its first
+ * segment. */
+static __always_inline void follow_phase_only(struct conn_state *conn, const struct segment *seg) {
+  conn->ingress.ack_at_request = seg->ack;
   conn->exchange.sequence += 1;
   conn->protocol = PROTO_HTTP1;
   conn->phase = PHASE_REQUEST;
@@ -290,7 +294,7 @@ static __always_inline void on_request_segment(struct conn_state *conn, struct _
                     : HEAD_GOES_ON;
     if (conn->phase == PHASE_RESPONSE || conn->phase_only) emit_socket_exchange(conn, 0);
     if (verdict == HEAD_UNSAMPLED) {
-      follow_phase_only(conn);
+      follow_phase_only(conn, seg);
       return;
     }
     if (verdict == HEAD_SAMPLED) decision = first_segment_decision();
@@ -347,24 +351,33 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
   conn->exchange.response_bytes += seg->payload_length;
 }
 
+/* The response side followed nothing during a run of phase-only exchanges: it resumes where
+ * the client's acknowledgement says the server's stream has got to (everything the server
+ * sent before this request, for a client that waits for each response). A server segment
+ * sent beyond that point shows up as a gap, which only stops that exchange's capture. */
+static __always_inline void leave_phase_only(struct conn_state *conn, const struct segment *seg) {
+  conn->egress.next = seg->ack;
+  conn->egress.known = 1;
+}
+
 /* A segment (new bytes, no FIN or RST) of a server connection in a run of phase-only
  * exchanges. Its response segments need nothing; a request segment opens the next exchange
  * once the server has answered, and only leaves the run when that exchange is to be
  * recorded or its head goes on past this segment. */
 static __always_inline void on_phase_only_segment(struct conn_state *conn, struct __sk_buff *skb,
-                                                  const struct segment *seg, bool egress) {
-  if (egress) return;
-  if (conn->egress.next == conn->ingress.response_next_at_request) return; /* more of the same request */
+                                                  const struct segment *seg) {
+  if (!seg->has_ack || seg->ack == conn->ingress.ack_at_request) return; /* more of the same request */
   int verdict = decide_from_first_segment(skb, seg->payload_offset, seg->payload_length);
   if (verdict == HEAD_NOT_A_REQUEST) return;
   if (verdict == HEAD_UNSAMPLED) {
     count(ET_STAT_UNSAMPLED); /* the exchange just answered */
-    conn->ingress.response_next_at_request = conn->egress.next;
+    conn->ingress.ack_at_request = seg->ack;
     return;
   }
+  leave_phase_only(conn, seg);
   /* The general path counts the answered exchange and opens this one with the decision. */
   conn->phase = PHASE_RESPONSE;
-  on_request_segment(conn, skb, seg, peek_payload(skb, seg), egress, verdict);
+  on_request_segment(conn, skb, seg, peek_payload(skb, seg), false, verdict);
 }
 
 static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
@@ -402,9 +415,10 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
       return PASS;
     }
   } else {
+    if (conn->phase_only && egress) return PASS; /* see follow_phase_only */
     if (seg.payload_length == 0 || !take_new_bytes(conn, egress, &seg)) return PASS;
     if (conn->phase_only) {
-      on_phase_only_segment(conn, skb, &seg, egress);
+      on_phase_only_segment(conn, skb, &seg);
       return PASS;
     }
   }
