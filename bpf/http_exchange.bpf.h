@@ -44,7 +44,11 @@ struct conn_state {
   __u8 phase_only;
   __u16 scanned;        /* request bytes already searched for traceparent */
   __u8 gap;             /* socket path: a segment went missing, capture no more of this exchange */
-  __u8 _pad1[7];
+  __u8 emitted;         /* the current exchange's record was sent (or counted) already */
+  __u8 _pad1[2];
+  /* Socket path: the current response's whole length in bytes, as its head gives it, or 0
+   * when the head does not say (see note_response_length). */
+  __u32 response_expected;
   struct et_http_exchange exchange;
   /* Never written: it only lets the verifier prove that a capture copy whose offset and
    * length it bounds separately stays inside the map value. */
@@ -147,8 +151,12 @@ __noinline int settle_server_context(struct conn_state *conn, int force) {
   return 0;
 }
 
-__noinline int emit_exchange(struct conn_state *conn, __u32 extra_flags) {
-  if (!conn) return 0;
+/* Sends the current exchange's record, or only counts it when head sampling said no; at
+ * most once per exchange (a response whose head gave its length is sent as soon as it ends,
+ * and the exchange is closed later). */
+__noinline int finish_exchange(struct conn_state *conn, __u32 extra_flags) {
+  if (!conn || conn->emitted) return 0;
+  conn->emitted = 1;
   if (!conn->context_decided) {
     if (conn->exchange.role == ET_ROLE_SERVER)
       settle_server_context(conn, true);
@@ -156,7 +164,6 @@ __noinline int emit_exchange(struct conn_state *conn, __u32 extra_flags) {
       start_root_context(&conn->exchange);
     conn->context_decided = 1;
   }
-  conn->phase = PHASE_IDLE;
   if (exchange_unsampled(conn)) {
     count(ET_STAT_UNSAMPLED);
     return 0;
@@ -177,6 +184,13 @@ __noinline int emit_exchange(struct conn_state *conn, __u32 extra_flags) {
   return 0;
 }
 
+/* Closes the current exchange: the connection goes back to idle, and the record is sent
+ * unless it was already. */
+static __always_inline void emit_exchange(struct conn_state *conn, __u32 extra_flags) {
+  conn->phase = PHASE_IDLE;
+  finish_exchange(conn, extra_flags);
+}
+
 static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_ns, __u32 flags) {
   struct et_http_exchange *ex = &conn->exchange;
   ex->flags = flags;
@@ -194,6 +208,8 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
   conn->phase_only = 0;
   conn->scanned = 0;
   conn->gap = 0;
+  conn->emitted = 0;
+  conn->response_expected = 0;
   conn->protocol = PROTO_HTTP1;
   conn->phase = PHASE_REQUEST;
 }
@@ -211,6 +227,40 @@ static __always_inline bool response_is_interim(struct conn_state *conn) {
   /* "HTTP/1.1 1xx": the status' first digit sits at offset 9 of the response prefix. */
   __u32 at = masked_offset(conn->exchange.response_offset + 9);
   return conn->exchange.response_captured > 9 && conn->exchange.data[at] == '1';
+}
+
+/* Sets response_expected from the response head at the start of the response prefix: the
+ * head plus its Content-Length, or the head alone for a response without a body (to HEAD,
+ * 204, 304). Left 0 where the head does not say or cannot be trusted to: chunked or
+ * close-delimited bodies, an interim 1xx, a pipelined continuation (its request, further on
+ * in the request bytes, is not looked at), a request not captured, or a head longer than the
+ * captured prefix. Such a response is sent when the next request starts or the connection
+ * ends. Global (not inlined): the verifier checks the scan once. */
+__noinline int note_response_length(struct conn_state *conn) {
+  if (!conn) return 0;
+  struct et_http_exchange *ex = &conn->exchange;
+  conn->response_expected = 0;
+  __u32 have = ex->response_captured;
+  if (have < 16 || have > ET_MAX_CAPTURE || ex->request_captured < 5 || (ex->flags & ET_EXCHANGE_PIPELINED)) return 0;
+  const __u8 *bytes = &ex->data[bounded(ex->response_offset, 2 * ET_MAX_CAPTURE - 1)];
+  __u8 class = bytes[9], tens = bytes[10], units = bytes[11];
+  if (class == '1') return 0;
+  bool head_request = ex->data[0] == 'H' && ex->data[1] == 'E' && ex->data[2] == 'A' && ex->data[3] == 'D' &&
+                      ex->data[4] == ' ';
+  bool no_body = head_request || ((class == '2' || class == '3') && tens == '0' && units == '4');
+  struct response_scan scan = {.bytes = bytes, .length = have, .head_end = -1, .content_length = -1};
+  bpf_loop(SCAN_STEPS, scan_response_step, &scan, 0);
+  if (scan.head_end < 0) return 0;
+  __u32 head = scan.head_end;
+  if (no_body) {
+    conn->response_expected = head;
+    return 0;
+  }
+  if (scan.transfer_coded || scan.content_length < 0) return 0;
+  __s64 body = parse_length_value(bytes, scan.content_length, head);
+  if (body < 0 || body > 0xffffffffll - head) return 0;
+  conn->response_expected = head + body;
+  return 0;
 }
 
 #endif /* EDGETRACE_HTTP_EXCHANGE_BPF_H */

@@ -92,25 +92,23 @@ static __always_inline void look_at_newline(struct head_scan *scan, const __u8 *
  * (user agents, cookies) then cost one step per 64 bytes rather than per 8. */
 #define SCAN_STEP_WORDS 8
 
-/* One step finds the next newline, 8 bytes at a time over up to SCAN_STEP_WORDS words, and
- * looks at the line after it. */
-static long scan_head_step(__u32 index, struct head_scan *scan) {
-  __u32 at = scan->cursor;
-  if (at >= scan->length || at >= 1024) return 1;
-  const __u8 *bytes = scan->bytes;
+#define NEWLINE_PAST_END -2 /* the bytes ran out before a newline */
+#define NEWLINE_NOT_YET -1  /* none in this window: look on from the window's end */
+
+/* Offset of the first newline in the window of SCAN_STEP_WORDS words from `at`, reading 8
+ * bytes at a time, or NEWLINE_NOT_YET / NEWLINE_PAST_END. `bytes` has at least 1024 + 8
+ * readable bytes; only offsets below `length` count. */
+static __always_inline __s32 find_newline(const __u8 *bytes, __u32 at, __u32 length) {
 #pragma unroll
   for (__u32 w = 0; w < SCAN_STEP_WORDS; w++) {
     __u32 word_at = at + 8 * w;
-    if (word_at >= scan->length) {
-      scan->cursor = word_at;
-      return 1;
-    }
+    if (word_at >= length) return NEWLINE_PAST_END;
     __u64 word = 0;
     __builtin_memcpy(&word, &bytes[bounded(word_at, 1023)], 8);
     __u64 x = word ^ NEWLINES;
     /* Flags the high bit of every zero byte of x; the lowest flag is always exact. */
     __u64 found = (x - LOW_BITS) & ~x & HIGH_BITS;
-    __u32 valid = scan->length - word_at;
+    __u32 valid = length - word_at;
     if (valid < 8) found &= (1ull << (valid * 8)) - 1;
     if (!found) continue;
     __u64 lowest = found & -found;
@@ -124,13 +122,28 @@ static long scan_head_step(__u32 index, struct head_scan *scan) {
       lowest >>= 16;
     }
     if (!(lowest & 0xff)) k += 1;
-    __u32 pos = word_at + k;
-    look_at_newline(scan, bytes, bounded(pos, 1023));
-    if (scan->head_end >= 0) return 1;
-    scan->cursor = pos + 1;
+    return word_at + k;
+  }
+  return NEWLINE_NOT_YET;
+}
+
+/* One step finds the next newline and looks at the line after it. */
+static long scan_head_step(__u32 index, struct head_scan *scan) {
+  __u32 at = scan->cursor;
+  if (at >= scan->length || at >= 1024) return 1;
+  const __u8 *bytes = scan->bytes;
+  __s32 pos = find_newline(bytes, at, scan->length);
+  if (pos == NEWLINE_PAST_END) {
+    scan->cursor = scan->length;
+    return 1;
+  }
+  if (pos == NEWLINE_NOT_YET) {
+    scan->cursor = at + 8 * SCAN_STEP_WORDS;
     return 0;
   }
-  scan->cursor = at + 8 * SCAN_STEP_WORDS;
+  look_at_newline(scan, bytes, bounded(pos, 1023));
+  if (scan->head_end >= 0) return 1;
+  scan->cursor = pos + 1;
   return 0;
 }
 
@@ -144,6 +157,84 @@ static __always_inline void scan_head(struct head_scan *scan) {
   scan->head_end = -1;
   scan->traceparent = -1;
   bpf_loop(SCAN_STEPS, scan_head_step, scan, 0);
+}
+
+/* ---- Response heads: how long a response is, so it can be sent as soon as it ends. ---- */
+
+#define CONTENT_DASH_WORD (WORD4('c', 'o', 'n', 't') | WORD4('e', 'n', 't', '-') << 32)
+#define LENGTH_COLON_WORD (WORD4('l', 'e', 'n', 'g') | WORD4('t', 'h', ':', 0) << 32)
+#define TRANSFER_WORD (WORD4('t', 'r', 'a', 'n') | WORD4('s', 'f', 'e', 'r') << 32)
+#define DASH_ENC_WORD WORD4('-', 'e', 'n', 'c')
+#define CONTENT_LENGTH_NAME_LEN 15
+
+struct response_scan {
+  const __u8 *bytes; /* the response's first byte, in a map value with 1024 + 16 more readable */
+  __u32 length;      /* bytes that are valid */
+  __u32 cursor;
+  __s32 head_end;       /* offset just past the blank line ending the head, or -1 */
+  __s32 content_length; /* offset of the first Content-Length field's value, or -1 */
+  __u8 transfer_coded;  /* a Transfer-Encoding field is present (it overrides Content-Length) */
+};
+
+static __always_inline void look_at_response_line(struct response_scan *scan, const __u8 *bytes, __u32 at) {
+  if (at + 1 < scan->length && bytes[bounded(at + 1, 1023)] == '\n') {
+    scan->head_end = at + 2;
+    return;
+  }
+  if (at + 2 < scan->length && bytes[bounded(at + 1, 1023)] == '\r' && bytes[bounded(at + 2, 1023)] == '\n') {
+    scan->head_end = at + 3;
+    return;
+  }
+  if (at + 1 + 16 > scan->length) return;
+  __u32 name = bounded(at + 1, 1023);
+  __u64 word = 0, next = 0;
+  __builtin_memcpy(&word, &bytes[name], 8);
+  __builtin_memcpy(&next, &bytes[name + 8], 8);
+  word |= 0x2020202020202020ull;
+  next |= 0x2020202020202020ull;
+  if (word == CONTENT_DASH_WORD && (next & MASK7) == (LENGTH_COLON_WORD & MASK7)) {
+    if (scan->content_length < 0) scan->content_length = at + 1 + CONTENT_LENGTH_NAME_LEN;
+  } else if (word == TRANSFER_WORD && (next & MASK4) == DASH_ENC_WORD) {
+    scan->transfer_coded = 1;
+  }
+}
+
+static long scan_response_step(__u32 index, struct response_scan *scan) {
+  __u32 at = scan->cursor;
+  if (at >= scan->length || at >= 1024) return 1;
+  __s32 pos = find_newline(scan->bytes, at, scan->length);
+  if (pos == NEWLINE_PAST_END) return 1;
+  if (pos == NEWLINE_NOT_YET) {
+    scan->cursor = at + 8 * SCAN_STEP_WORDS;
+    return 0;
+  }
+  look_at_response_line(scan, scan->bytes, bounded(pos, 1023));
+  if (scan->head_end >= 0) return 1;
+  scan->cursor = pos + 1;
+  return 0;
+}
+
+/* The decimal field value at `at` (after optional blanks) ending the line before `end`, or
+ * -1 when it is not one a response length can be taken from. */
+static __always_inline __s64 parse_length_value(const __u8 *bytes, __u32 at, __u32 end) {
+  for (int i = 0; i < 4 && at < end; i++) {
+    __u8 c = bytes[bounded(at, 1023)];
+    if (c != ' ' && c != '\t') break;
+    at++;
+  }
+  __s64 value = 0;
+  int digits = 0;
+  for (int i = 0; i < 11; i++) {
+    if (at >= end) return -1;
+    __u8 c = bytes[bounded(at, 1023)];
+    if (c < '0' || c > '9') break;
+    value = value * 10 + (c - '0');
+    digits++;
+    at++;
+  }
+  if (digits == 0 || digits > 10 || at >= end) return -1;
+  __u8 after = bytes[bounded(at, 1023)];
+  return after == '\r' || after == '\n' || after == ' ' || after == '\t' ? value : -1;
 }
 
 static __always_inline bool is_lower_hex(__u8 c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }

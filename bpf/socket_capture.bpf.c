@@ -213,6 +213,18 @@ static __always_inline void emit_socket_exchange(struct conn_state *conn, __u32 
   emit_exchange(conn, extra_flags);
 }
 
+/* No hook sees a server go back to reading, so without this a keep-alive connection left
+ * idle would hold its last exchange until the next request or the connection's end. A
+ * response whose head gives its length is sent as soon as its last byte passes (exactly at
+ * a segment's end: a segment that runs on into a pipelined response is left to the usual
+ * split); the exchange itself closes as before. */
+static __always_inline void send_when_response_ends(struct conn_state *conn, bool response_begins) {
+  if (response_begins) note_response_length(conn);
+  if (!conn->response_expected || conn->exchange.response_bytes != conn->response_expected) return;
+  if (conn->exchange.role == ET_ROLE_CLIENT) settle_client_context_from_capture(conn);
+  finish_exchange(conn, 0);
+}
+
 static __always_inline void end_of_connection(struct conn_state *conn) {
   if (conn->phase == PHASE_RESPONSE)
     emit_socket_exchange(conn, ET_EXCHANGE_CLOSED);
@@ -273,6 +285,7 @@ static __always_inline void follow_phase_only(struct conn_state *conn, const str
   conn->phase = PHASE_REQUEST;
   conn->context_decided = 1;
   conn->phase_only = 1;
+  conn->emitted = 0;
 }
 
 /* verdict: HEAD_NOT_DECIDED, or what decide_from_first_segment already said of this segment. */
@@ -346,9 +359,11 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;
   }
+  bool response_begins = conn->exchange.response_bytes == 0;
   if (!exchange_unsampled(conn)) capture_payload(conn, true, skb, seg);
   conn->exchange.response_end_ns = now;
   conn->exchange.response_bytes += seg->payload_length;
+  if (!exchange_unsampled(conn)) send_when_response_ends(conn, response_begins);
 }
 
 /* The response side followed nothing during a run of phase-only exchanges: it resumes where

@@ -353,6 +353,31 @@ TEST(HttpCapture, ProcessOutsideTheOptInCgroupProducesNoSpans) {
   for (const auto& s : spans) EXPECT_NE(s["resource"]["process.pid"], untraced.pid());
 }
 
+// A keep-alive client that goes quiet must not hold back the span of its last request: the
+// syscall path sends it when the server goes back to reading, the socket path as soon as the
+// response's last byte (by its Content-Length) has gone out.
+TEST(HttpCapture, IdleKeepAliveConnectionDoesNotHoldBackItsLastSpan) {
+  const int port = free_tcp_port();
+  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)});
+  ASSERT_TRUE(wait_for_port(port));
+  Subprocess idle_client({TEST_HTTP_CLIENT, std::to_string(port), "preexisting", "/idle"}, {.pipe_stdin = true});
+  ASSERT_TRUE(idle_client.wait_for_lines(1, 10s)) << "first response read";
+  EXPECT_TRUE(run.wait_for_spans(1, 5s)) << "span sent while its connection sits idle";
+  idle_client.write_stdin("go\n");
+  ASSERT_EQ(idle_client.wait(10s), 0);
+  ASSERT_TRUE(run.wait_for_spans(3)) << run.process().stderr_text();
+  ASSERT_EQ(run.stop(), 0);
+
+  const auto spans = with_path(run.spans(), "/idle");
+  ASSERT_EQ(spans.size(), 3u);
+  std::set<std::string> queries;
+  for (const auto& s : spans) {
+    EXPECT_EQ(status_of(s), 200) << s.dump();
+    queries.insert(s["attributes"].value("url.query", std::string{}));
+  }
+  EXPECT_EQ(queries, (std::set<std::string>{"", "after=1", "after=2"}));
+}
+
 TEST(HttpCapture, AgentJoinsAKeepAliveConnectionOpenedBeforeItStarted) {
   ScratchCgroup cgroup("preexisting");
   const int port = free_tcp_port();
