@@ -378,6 +378,39 @@ TEST(HttpCapture, IdleKeepAliveConnectionDoesNotHoldBackItsLastSpan) {
   EXPECT_EQ(queries, (std::set<std::string>{"", "after=1", "after=2"}));
 }
 
+// A response written in pieces ends with its last byte, whether its length comes from
+// Content-Length (the socket path sends it as soon as that byte passes) or from chunked
+// framing (sent when the next request starts); a 204 has no body.
+TEST(HttpCapture, ResponseWrittenInPiecesIsTimedToItsLastByte) {
+  const int port = free_tcp_port();
+  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)});
+  ASSERT_TRUE(wait_for_port(port));
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  // One curl, one keep-alive connection, three requests in turn.
+  const auto result = run_command({"curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-o", "/dev/null", "-o",
+                                   "/dev/null", "-w", "%{http_code}\n", base + "/trickle?ms=300",
+                                   base + "/chunked?ms=300", base + "/status/204"});
+  ASSERT_EQ(result.exit_code, 0);
+  EXPECT_EQ(result.output, "200\n200\n204\n");
+  ASSERT_TRUE(run.wait_for_spans(3)) << run.process().stderr_text();
+  ASSERT_EQ(run.stop(), 0);
+
+  const auto spans = run.spans();
+  ASSERT_EQ(spans.size(), 3u);
+  for (const std::string path : {"/trickle", "/chunked"}) {
+    const auto matching = with_path(spans, path);
+    ASSERT_EQ(matching.size(), 1u) << path;
+    EXPECT_EQ(status_of(matching[0]), 200) << path;
+    EXPECT_GE(duration_ms(matching[0]), 300.0) << path << " ends with its last byte";
+    EXPECT_LT(duration_ms(matching[0]), 300.0 + 250.0) << path;
+  }
+  ASSERT_EQ(with_path(spans, "/status/204").size(), 1u);
+  EXPECT_EQ(status_of(with_path(spans, "/status/204")[0]), 204);
+  std::set<std::int64_t> client_ports;
+  for (const auto& s : spans) client_ports.insert(s["attributes"]["network.peer.port"].get<std::int64_t>());
+  EXPECT_EQ(client_ports.size(), 1u) << "all on one connection";
+}
+
 TEST(HttpCapture, AgentJoinsAKeepAliveConnectionOpenedBeforeItStarted) {
   ScratchCgroup cgroup("preexisting");
   const int port = free_tcp_port();

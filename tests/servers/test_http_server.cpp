@@ -2,6 +2,8 @@
 // pipelining (every complete request in the buffer is answered, in order), and endpoints
 // that make spans easy to assert on:
 //   /slow?ms=N     answers after N milliseconds
+//   /trickle?ms=N  writes the head (with Content-Length), then the body N milliseconds later
+//   /chunked?ms=N  writes a chunked answer in two writes N milliseconds apart
 //   /status/N      answers with status N
 //   /echo          answers with the request body (POST, Content-Length or chunked)
 //   /raw           answers with the whole request as received: head, framing and body
@@ -132,13 +134,33 @@ void serve(int client, bool coalesce) {
       const auto target = request_line.substr(target_start, request_line.rfind(' ') - target_start);
       const bool keep_alive = head.find("Connection: close") == std::string_view::npos;
 
+      int ms = 100;
+      if (const auto at = target.find("ms="); at != std::string_view::npos)
+        std::from_chars(target.data() + at + 3, target.data() + target.size(), ms);
+      const auto pause = [ms] { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+
       std::string out;
       if (target.starts_with("/slow")) {
-        int ms = 100;
-        if (const auto at = target.find("ms="); at != std::string_view::npos)
-          std::from_chars(target.data() + at + 3, target.data() + target.size(), ms);
-        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        pause();
         out = response(200, "slow", keep_alive);
+      } else if (target.starts_with("/trickle") || target.starts_with("/chunked")) {
+        // Two writes with a pause between them; earlier answers go out first.
+        std::string first, second;
+        if (target.starts_with("/trickle")) {
+          constexpr std::string_view body = "trickled\n";
+          first = response(200, body, keep_alive);
+          first.resize(first.size() - body.size());
+          second = body;
+        } else {
+          first = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n";
+          if (!keep_alive) first += "Connection: close\r\n";
+          first += "\r\n5\r\nhello\r\n";
+          second = "0\r\n\r\n";
+        }
+        if (!write_all(fd.fd, pending_output + first)) return;
+        pending_output.clear();
+        pause();
+        if (!write_all(fd.fd, second)) return;
       } else if (target.starts_with("/status/")) {
         int status = 200;
         std::from_chars(target.data() + 8, target.data() + target.size(), status);
