@@ -443,9 +443,16 @@ static __always_inline void on_response_bytes(struct conn_state *conn, const str
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = start_ns;
   }
+  bool response_begins = conn->exchange.response_bytes == 0;
   capture(conn, true, io, length);
   conn->exchange.response_end_ns = end_ns;
   conn->exchange.response_bytes += length;
+  /* A server exchange is sent when the server goes back to reading (remember_io); a client
+   * that keeps its connection idle would hold its last one until its next request, so it
+   * is sent as soon as the response's length, by its head, has been read. */
+  if (conn->exchange.role == ET_ROLE_CLIENT && !exchange_unsampled(conn) &&
+      response_just_ended(conn, response_begins))
+    finish_exchange(conn, 0);
 }
 
 /* The first buffer of a send and the send's total length (0 when it cannot be told). */

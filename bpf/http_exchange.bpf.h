@@ -46,8 +46,8 @@ struct conn_state {
   __u8 gap;             /* socket path: a segment went missing, capture no more of this exchange */
   __u8 emitted;         /* the current exchange's record was sent (or counted) already */
   __u8 _pad1[2];
-  /* Socket path: the current response's whole length in bytes, as its head gives it, or 0
-   * when the head does not say (see note_response_length). */
+  /* The current response's whole length in bytes, as its head gives it, or 0 when the head
+   * does not say or nobody asked (see note_response_length). */
   __u32 response_expected;
   struct et_http_exchange exchange;
   /* Never written: it only lets the verifier prove that a capture copy whose offset and
@@ -261,6 +261,14 @@ __noinline int note_response_length(struct conn_state *conn) {
   if (body < 0 || body > 0xffffffffll - head) return 0;
   conn->response_expected = head + body;
   return 0;
+}
+
+/* Whether the current response has just ended, by the length its head gives (read when
+ * its first bytes arrive, see note_response_length). Exactly at the end only: bytes that
+ * run on into a pipelined response are left to the usual split. */
+static __always_inline bool response_just_ended(struct conn_state *conn, bool response_begins) {
+  if (response_begins) note_response_length(conn);
+  return conn->response_expected && conn->exchange.response_bytes == conn->response_expected;
 }
 
 #endif /* EDGETRACE_HTTP_EXCHANGE_BPF_H */

@@ -215,12 +215,10 @@ static __always_inline void emit_socket_exchange(struct conn_state *conn, __u32 
 
 /* No hook sees a server go back to reading, so without this a keep-alive connection left
  * idle would hold its last exchange until the next request or the connection's end. A
- * response whose head gives its length is sent as soon as its last byte passes (exactly at
- * a segment's end: a segment that runs on into a pipelined response is left to the usual
- * split); the exchange itself closes as before. */
+ * response whose head gives its length is sent as soon as its last byte passes; the
+ * exchange itself closes as before. */
 static __always_inline void send_when_response_ends(struct conn_state *conn, bool response_begins) {
-  if (response_begins) note_response_length(conn);
-  if (!conn->response_expected || conn->exchange.response_bytes != conn->response_expected) return;
+  if (!response_just_ended(conn, response_begins)) return;
   if (conn->exchange.role == ET_ROLE_CLIENT) settle_client_context_from_capture(conn);
   finish_exchange(conn, 0);
 }

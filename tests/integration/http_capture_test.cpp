@@ -378,6 +378,28 @@ TEST(HttpCapture, IdleKeepAliveConnectionDoesNotHoldBackItsLastSpan) {
   EXPECT_EQ(queries, (std::set<std::string>{"", "after=1", "after=2"}));
 }
 
+// The same for a traced client that keeps its connection to an untraced server idle: its
+// span is sent once the response's length (Content-Length) has been read.
+TEST(HttpCapture, IdleKeepAliveClientDoesNotHoldBackItsLastSpan) {
+  const int port = free_tcp_port();
+  Subprocess server({TEST_HTTP_SERVER, std::to_string(port)});
+  ASSERT_TRUE(wait_for_port(port));
+  TracedRun run({TEST_HTTP_CLIENT, std::to_string(port), "preexisting", "/client-idle"}, {}, {.pipe_stdin = true});
+  ASSERT_TRUE(run.process().wait_for_lines(1, 10s, [](const std::string& l) { return l == "200"; }))
+      << run.process().stderr_text();
+  EXPECT_TRUE(run.wait_for_spans(1, 5s)) << "span sent while its connection sits idle";
+  run.process().write_stdin("go\n");
+  ASSERT_TRUE(run.wait_for_spans(3)) << run.process().stderr_text();
+  ASSERT_EQ(run.process().wait(20s), 0) << "the client finished, and edgetrace with it";
+
+  const auto spans = with_path(run.spans(), "/client-idle");
+  ASSERT_EQ(spans.size(), 3u);
+  for (const auto& s : spans) {
+    EXPECT_EQ(s["kind"], "CLIENT") << s.dump();
+    EXPECT_EQ(status_of(s), 200) << s.dump();
+  }
+}
+
 // A response written in pieces ends with its last byte, whether its length comes from
 // Content-Length (the socket path sends it as soon as that byte passes) or from chunked
 // framing (sent when the next request starts); a 204 has no body.
