@@ -2,9 +2,11 @@
 /* Syscall-tracepoint capture of HTTP/1.x exchanges for opted-in processes.
  *
  * Every program starts with the opt-in check, because syscall tracepoints fire for every
- * process on the host. For a traced connection the kernel keeps a small state machine
- * (idle -> request -> response) and sends userspace one record per request/response pair,
- * never one per syscall. See docs/architecture.md for the state machine. */
+ * process on the host: it costs an untraced thread one helper call and a per-CPU lookup
+ * (current_is_traced), and its syscall exits one more (complete_io). For a traced
+ * connection the kernel keeps a small state machine (idle -> request -> response) and
+ * sends userspace one record per request/response pair, never one per syscall. See
+ * docs/architecture.md. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -28,6 +30,9 @@ const volatile __u32 inject_enabled = 1;
 /* Changed by userspace at run time through the mapped .bss. */
 volatile __u32 opt_in_cgroup_levels; /* bit L: some opted-in cgroup sits at level L */
 volatile __u32 opt_in_pid_count;
+/* Userspace adds one after every change to the opt-in set, after the maps and counts
+ * above: every verdict cached before (opt_in_verdicts) is then out of date. */
+volatile __u64 opt_in_generation;
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -58,12 +63,34 @@ struct io_args {
   __u8 _pad;
 };
 
+/* The call in flight of each traced thread, in the thread's own task storage: one lookup
+ * finds it, it is freed when the thread exits, and only threads that were traced at a
+ * syscall entry ever get one, so an untraced thread's exit sees no storage at all. */
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64); /* pid_tgid */
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
   __type(value, struct io_args);
-} active_io SEC(".maps");
+} io_in_flight SEC(".maps");
+
+/* The opt-in verdict of a cgroup (and, while pids are opted in, of a process in it), cached
+ * per CPU in a direct-mapped table. The key is the task's own cgroup id, which is never
+ * reused, so a task moved to another cgroup simply looks up another key; only a change to
+ * the opt-in set (opt_in_generation) makes cached verdicts stale. */
+#define OPT_IN_VERDICT_SLOTS 256
+struct opt_in_verdict {
+  __u64 cgroup_id; /* 0 (no cgroup has it): an empty slot */
+  __u64 generation;
+  __u32 tgid; /* 0 unless pids are opted in */
+  __u32 traced;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, OPT_IN_VERDICT_SLOTS);
+  __type(key, __u32);
+  __type(value, struct opt_in_verdict);
+} opt_in_verdicts SEC(".maps");
 
 #include "http_exchange.bpf.h"
 
@@ -125,7 +152,10 @@ struct {
   __type(value, struct et_inject_plan);
 } plan_scratch SEC(".maps");
 
-static __always_inline bool current_is_traced(void) {
+/* The opt-in check itself: for each level that holds an opted-in cgroup, the current task's
+ * ancestor there; then, if pids are configured, its process. current_is_traced() calls it
+ * only when the verdict is not cached. */
+static __always_inline bool opt_in_matches(void) {
   __u32 levels = opt_in_cgroup_levels;
   if (levels) {
     for (int level = 1; level < ET_MAX_CGROUP_LEVEL; level++) {
@@ -139,6 +169,42 @@ static __always_inline bool current_is_traced(void) {
     if (bpf_map_lookup_elem(&traced_pids, &tgid)) return true;
   }
   return false;
+}
+
+/* The id of the task's cgroup (v2): bpf_get_current_cgroup_id() without its helper call,
+ * which costs more than the rest of the check. */
+static __always_inline __u64 cgroup_id_of(struct task_struct *task) {
+  return task->cgroups->dfl_cgrp->kn->id;
+}
+
+/* bpf_get_current_pid_tgid() of the current task, without the call. */
+static __always_inline __u64 pid_tgid_of(struct task_struct *task) {
+  return ((__u64)task->tgid << 32) | (__u32)task->pid;
+}
+
+/* Whether the current task (bpf_get_current_task_btf()) is opted in. Syscall tracepoints
+ * run these programs on every read and write on the host, so the answer usually comes from
+ * opt_in_verdicts: no helper call beyond the one that gave `task`. */
+static __always_inline bool current_is_traced(struct task_struct *task) {
+  /* Read before anything the verdict depends on: a change made meanwhile moves it on again
+   * afterwards, so a verdict taken from a half-made change is never used once it is done. */
+  __u64 generation = opt_in_generation;
+  __u64 cgroup_id = cgroup_id_of(task);
+  __u32 tgid = opt_in_pid_count ? task->tgid : 0;
+  __u32 slot = ((__u32)cgroup_id ^ (tgid * 2654435761u)) & (OPT_IN_VERDICT_SLOTS - 1);
+  struct opt_in_verdict *cached = bpf_map_lookup_elem(&opt_in_verdicts, &slot);
+  if (cached && cached->cgroup_id == cgroup_id && cached->tgid == tgid && cached->generation == generation)
+    return cached->traced;
+  bool traced = opt_in_matches();
+  /* Cached only if the task stayed in that cgroup while opt_in_matches() looked: it may
+   * have been moved meanwhile, and the verdict must be the key's. */
+  if (cached && cgroup_id_of(task) == cgroup_id) {
+    cached->cgroup_id = cgroup_id;
+    cached->generation = generation;
+    cached->tgid = tgid;
+    cached->traced = traced;
+  }
+  return traced;
 }
 
 /* The struct sock behind a TCP socket fd of the current process, or NULL. */
@@ -512,8 +578,13 @@ static __always_inline bool before_client_send(__u64 pid_tgid, __u32 fd, __u32 k
 }
 
 static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64 count, __u32 ingress) {
-  if (!current_is_traced()) return 0;
-  __u64 pid_tgid = bpf_get_current_pid_tgid();
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  /* Without it the call cannot be followed to its exit (nor a plan deleted there). NULL only
+   * when the kernel cannot allocate, or (6.1) another task-storage call holds this CPU. */
+  struct io_args *slot = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (!slot) return 0;
+  __u64 pid_tgid = pid_tgid_of(task);
   __u64 now = bpf_ktime_get_ns();
   bool planned = !ingress && before_client_send(pid_tgid, fd, kind, buffer, count, now);
   if (ingress) {
@@ -525,7 +596,7 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
         !response_is_interim(conn))
       emit_exchange(conn, 0);
   }
-  struct io_args io = {
+  *slot = (struct io_args){
       .buffer = buffer,
       .enter_ns = now,
       .fd = fd,
@@ -535,21 +606,19 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
       .pending = 1,
       .planned = planned,
   };
-  /* A thread that did I/O before has its slot already: overwrite it in place. */
-  struct io_args *slot = bpf_map_lookup_elem(&active_io, &pid_tgid);
-  if (slot)
-    *slot = io;
-  else
-    bpf_map_update_elem(&active_io, &pid_tgid, &io, BPF_ANY);
   return 0;
 }
 
 static __always_inline int complete_io(__s64 returned) {
-  __u64 pid_tgid = bpf_get_current_pid_tgid();
-  struct io_args *pending = bpf_map_lookup_elem(&active_io, &pid_tgid);
+  struct task_struct *task = bpf_get_current_task_btf();
+  /* No task storage at all, the case of every thread never traced at a syscall entry:
+   * nothing in flight, and no helper call spent to learn it. */
+  if (!task->bpf_storage) return 0;
+  struct io_args *pending = bpf_task_storage_get(&io_in_flight, task, 0, 0);
   if (!pending || !pending->pending) return 0;
   struct io_args io = *pending;
   pending->pending = 0;
+  __u64 pid_tgid = pid_tgid_of(task);
   /* A plan never outlives its syscall, used or not. */
   if (io.planned) bpf_map_delete_elem(&inject_plans, &pid_tgid);
   if (returned <= 0) return 0;
@@ -601,7 +670,7 @@ static __always_inline int complete_io(__s64 returned) {
 }
 
 static __always_inline int track_new_connection(__u32 fd, __u8 role) {
-  if (!current_is_traced()) return 0;
+  if (!current_is_traced(bpf_get_current_task_btf())) return 0;
   struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
   new_conn(&key, role, 1);
   return 0;
@@ -630,7 +699,7 @@ int enter_connect(void *raw) {
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(void *raw) {
   const struct trace_event_raw_sys_enter *ctx = raw;
-  if (!current_is_traced()) return 0;
+  if (!current_is_traced(bpf_get_current_task_btf())) return 0;
   struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__u32)ctx->args[0]};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
   if (!conn) return 0;
@@ -670,7 +739,7 @@ IO_PROBES(sendmsg, IO_MSGHDR, 0)
 SEC("tracepoint/sched/sched_process_fork")
 int on_fork(void *raw) {
   const struct trace_event_raw_sched_process_fork *ctx = raw;
-  if (!current_is_traced()) return 0;
+  if (!current_is_traced(bpf_get_current_task_btf())) return 0;
   __u32 parent = (__u32)bpf_get_current_pid_tgid();
   struct thread_context *context = bpf_map_lookup_elem(&thread_contexts, &parent);
   if (!context) return 0;

@@ -172,12 +172,15 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
 
 HttpCaptureProbes::~HttpCaptureProbes() = default;
 
-void HttpCaptureProbes::refresh_levels() {
+void HttpCaptureProbes::publish_opt_in() {
   std::uint32_t mask = 0;
   for (std::uint32_t level = 0; level < cgroups_per_level_.size(); ++level)
     if (cgroups_per_level_[level] > 0) mask |= 1u << level;
   skeleton_->bss->opt_in_cgroup_levels = mask;
   skeleton_->bss->opt_in_pid_count = pid_count_;
+  // Last, after the maps and the counts: every verdict the programs cached is now out of
+  // date, including one taken while this change was half made.
+  __atomic_add_fetch(&skeleton_->bss->opt_in_generation, 1, __ATOMIC_SEQ_CST);
 }
 
 void HttpCaptureProbes::add_cgroup(const std::filesystem::path& cgroup_dir) {
@@ -185,7 +188,7 @@ void HttpCaptureProbes::add_cgroup(const std::filesystem::path& cgroup_dir) {
   const std::uint8_t yes = 1;
   if (bpf_map__update_elem(skeleton_->maps.traced_cgroups, &cgroup.id, sizeof(cgroup.id), &yes, sizeof(yes), BPF_NOEXIST) == 0) {
     ++cgroups_per_level_[cgroup.level];
-    refresh_levels();
+    publish_opt_in();
   }
   spdlog::info("tracing cgroup {} (id {}, level {})", cgroup_dir.string(), cgroup.id, cgroup.level);
 }
@@ -194,7 +197,7 @@ void HttpCaptureProbes::remove_cgroup(const std::filesystem::path& cgroup_dir) {
   const auto cgroup = identify_cgroup(cgroup_dir);
   if (bpf_map__delete_elem(skeleton_->maps.traced_cgroups, &cgroup.id, sizeof(cgroup.id), 0) == 0) {
     --cgroups_per_level_[cgroup.level];
-    refresh_levels();
+    publish_opt_in();
   }
 }
 
@@ -202,7 +205,7 @@ void HttpCaptureProbes::add_pid(std::uint32_t tgid) {
   const std::uint8_t yes = 1;
   if (bpf_map__update_elem(skeleton_->maps.traced_pids, &tgid, sizeof(tgid), &yes, sizeof(yes), BPF_NOEXIST) == 0) {
     ++pid_count_;
-    refresh_levels();
+    publish_opt_in();
   }
   spdlog::info("tracing pid {}", tgid);
 }
@@ -210,7 +213,7 @@ void HttpCaptureProbes::add_pid(std::uint32_t tgid) {
 void HttpCaptureProbes::remove_pid(std::uint32_t tgid) {
   if (bpf_map__delete_elem(skeleton_->maps.traced_pids, &tgid, sizeof(tgid), 0) == 0) {
     --pid_count_;
-    refresh_levels();
+    publish_opt_in();
   }
 }
 

@@ -72,7 +72,8 @@ class HttpCaptureProbes final : public CaptureProbes {
   struct SkeletonDeleter {
     void operator()(http_capture_bpf* skeleton) const;
   };
-  void refresh_levels();
+  // Hands the opt-in counts to the programs and invalidates the verdicts they cached.
+  void publish_opt_in();
 
   std::unique_ptr<http_capture_bpf, SkeletonDeleter> skeleton_;
   std::uint32_t capture_bytes_;

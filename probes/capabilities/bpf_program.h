@@ -38,6 +38,7 @@ constexpr bpf_insn store_imm_u64(Reg base, std::int16_t off, std::int32_t imm) {
   return make(BPF_ST | BPF_MEM | BPF_DW, base, 0, off, imm);
 }
 constexpr bpf_insn load_u64(Reg dst, Reg base, std::int16_t off) { return make(BPF_LDX | BPF_MEM | BPF_DW, dst, base, off, 0); }
+constexpr bpf_insn load_u32(Reg dst, Reg base, std::int16_t off) { return make(BPF_LDX | BPF_MEM | BPF_W, dst, base, off, 0); }
 constexpr bpf_insn store_u64(Reg base, Reg src, std::int16_t off) { return make(BPF_STX | BPF_MEM | BPF_DW, base, src, off, 0); }
 constexpr bpf_insn jump_if_equal(Reg dst, std::int32_t imm, std::int16_t skip) {
   return make(BPF_JMP | BPF_JEQ | BPF_K, dst, 0, skip, imm);

@@ -26,6 +26,7 @@ std::string_view hook_name(Hook hook) {
     case Hook::GetCurrentAncestorCgroupId: return "bpf_get_current_ancestor_cgroup_id";
     case Hook::CurrentTaskUnderCgroup: return "bpf_current_task_under_cgroup";
     case Hook::ProbeReadKernel: return "bpf_probe_read_kernel";
+    case Hook::TaskStorage: return "task storage (bpf_task_storage_get)";
   }
   return "unknown";
 }
@@ -93,6 +94,11 @@ std::vector<std::string> find_missing_requirements(const KernelFacts& facts, con
     missing.push_back("The kernel has no working BPF ring buffer (needs 5.8 or later).");
   if (choose_capture_path(hooks).syscall_capture == SyscallCapture::None)
     missing.push_back("No syscall hook works here: fentry, kprobes, syscall tracepoints and raw tracepoints all failed.");
+  if (!supported(hooks, Hook::TaskStorage))
+    missing.push_back(
+        "The syscall capture programs keep each traced thread's call in task storage and read the current task "
+        "through BTF, which a tracepoint program may not do here (BPF_MAP_TYPE_TASK_STORAGE, "
+        "bpf_get_current_task_btf, bpf_task_storage_get).");
   return missing;
 }
 

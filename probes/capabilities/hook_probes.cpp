@@ -649,6 +649,46 @@ HookCheck check_current_task_under_cgroup() {
   return check_tracepoint_helper(hook, "et_caps_undercg", insns, "bpf_current_task_under_cgroup");
 }
 
+// What the syscall capture programs do on every call: take the current task from
+// bpf_get_current_task_btf, read it directly (they read its cgroup and its bpf_storage
+// pointer), and keep a traced thread's call in flight in task storage. A task storage map
+// needs BTF for its key and value, so the check carries a minimal BTF of its own.
+HookCheck check_task_storage() {
+  constexpr Hook hook = Hook::TaskStorage;
+  BtfPtr types(btf__new_empty());
+  if (!types) return refused(hook, "cannot build BTF: " + errno_text(errno));
+  const int int_type = btf__add_int(types.get(), "int", 4, BTF_INT_SIGNED);
+  const int long_type = btf__add_int(types.get(), "long", 8, BTF_INT_SIGNED);
+  if (int_type < 0 || long_type < 0) return refused(hook, "cannot build BTF for the map's key and value");
+  if (const int loaded = btf__load_into_kernel(types.get()); loaded != 0)
+    return refused(hook, "BTF load refused: " + errno_text(-loaded));
+  bpf_map_create_opts map_opts{};
+  map_opts.sz = sizeof(map_opts);
+  map_opts.btf_fd = static_cast<std::uint32_t>(btf__fd(types.get()));
+  map_opts.btf_key_type_id = static_cast<std::uint32_t>(int_type);
+  map_opts.btf_value_type_id = static_cast<std::uint32_t>(long_type);
+  map_opts.map_flags = BPF_F_NO_PREALLOC;
+  const int map_fd = bpf_map_create(BPF_MAP_TYPE_TASK_STORAGE, "et_caps_task", sizeof(std::int32_t),
+                                    sizeof(std::int64_t), 0, &map_opts);
+  if (map_fd < 0) return refused(hook, "task storage map creation refused: " + errno_text(-map_fd));
+  UniqueFd map(map_fd);
+
+  std::vector<bpf_insn> insns;
+  insns.push_back(call(BPF_FUNC_get_current_task_btf));
+  insns.push_back(mov64_reg(R6, R0));
+  insns.push_back(load_u32(R1, R6, 0));  // a direct read through the BTF pointer
+  append_load_map(insns, R1, map.get());
+  insns.push_back(mov64_reg(R2, R6));
+  insns.push_back(mov64_imm(R3, 0));
+  insns.push_back(mov64_imm(R4, BPF_LOCAL_STORAGE_GET_F_CREATE));
+  insns.push_back(call(BPF_FUNC_task_storage_get));
+  insns.push_back(mov64_imm(R0, 0));
+  insns.push_back(exit_insn());
+  auto check = check_tracepoint_helper(hook, "et_caps_task", insns, "bpf_get_current_task_btf and bpf_task_storage_get");
+  if (check.supported) check.detail += " (reading the task through BTF, on a task storage map)";
+  return check;
+}
+
 // bpf_loop takes a callback subprogram, and the verifier insists on BTF func info that marks
 // it static, so this check carries a minimal BTF of its own.
 HookCheck check_bpf_loop() {
@@ -735,6 +775,7 @@ std::vector<HookCheck> probe_hooks(const KernelFacts& facts) {
   checks.push_back(check_get_current_ancestor_cgroup_id());
   checks.push_back(check_current_task_under_cgroup());
   checks.push_back(check_probe_read_kernel());
+  checks.push_back(check_task_storage());
   for (const auto& check : checks)
     spdlog::debug("capability {}: {} ({})", check.name, check.supported ? "yes" : "no", check.detail);
   return checks;

@@ -56,6 +56,7 @@ enum class Hook {
   GetCurrentAncestorCgroupId,
   CurrentTaskUnderCgroup,
   ProbeReadKernel,
+  TaskStorage,
 };
 
 std::string_view hook_name(Hook hook);

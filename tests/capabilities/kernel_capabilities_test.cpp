@@ -113,7 +113,7 @@ TEST_F(KernelCapabilitiesTest, Cgroup2MountIsReallyCgroup2) {
 TEST_F(KernelCapabilitiesTest, HooksTheAgentReliesOnWork) {
   for (const Hook hook : {Hook::SyscallTracepoint, Hook::RawTracepoint, Hook::Uprobe, Hook::SockOps, Hook::SkMsg,
                           Hook::Tc, Hook::CgroupSkb, Hook::RingBuffer, Hook::BpfLoop, Hook::GetCurrentCgroupId,
-                          Hook::CurrentTaskUnderCgroup, Hook::ProbeReadKernel}) {
+                          Hook::CurrentTaskUnderCgroup, Hook::ProbeReadKernel, Hook::TaskStorage}) {
     const auto& check = require_check(caps(), hook);
     EXPECT_TRUE(check.supported) << check.name << ": " << check.detail;
   }
@@ -170,7 +170,7 @@ TEST_F(KernelCapabilitiesTest, EveryCheckExplainsItself) {
           << check.name << ": " << check.detail;
     }
   }
-  EXPECT_EQ(seen.size(), 16u);
+  EXPECT_EQ(seen.size(), 17u);
 }
 
 TEST_F(KernelCapabilitiesTest, CapturePathPrefersTheBestWorkingHook) {
@@ -226,20 +226,22 @@ KernelFacts privileged_facts() {
 }
 
 TEST(FindMissingRequirements, NothingMissingWhenAllIsThere) {
-  EXPECT_TRUE(find_missing_requirements(privileged_facts(),
-                                        {fake(Hook::RingBuffer, true), fake(Hook::SyscallTracepoint, true)})
+  EXPECT_TRUE(find_missing_requirements(privileged_facts(), {fake(Hook::RingBuffer, true),
+                                                             fake(Hook::SyscallTracepoint, true),
+                                                             fake(Hook::TaskStorage, true)})
                   .empty());
 }
 
 TEST(FindMissingRequirements, OneSentencePerMissingThing) {
   auto facts = privileged_facts();
   facts.btf_present = false;
-  const auto missing =
-      find_missing_requirements(facts, {fake(Hook::RingBuffer, false), fake(Hook::SyscallTracepoint, false)});
-  ASSERT_EQ(missing.size(), 3u);
+  const auto missing = find_missing_requirements(
+      facts, {fake(Hook::RingBuffer, false), fake(Hook::SyscallTracepoint, false), fake(Hook::TaskStorage, false)});
+  ASSERT_EQ(missing.size(), 4u);
   EXPECT_NE(missing[0].find("BTF"), std::string::npos);
   EXPECT_NE(missing[1].find("ring buffer"), std::string::npos);
   EXPECT_NE(missing[2].find("No syscall hook"), std::string::npos);
+  EXPECT_NE(missing[3].find("task storage"), std::string::npos);
 }
 
 TEST(FindMissingRequirements, MissingPrivilegesIsTheOnlySentence) {
@@ -285,7 +287,7 @@ TEST(RunDoctor, ReportsEverythingAndSucceedsAsRoot) {
   for (const char* expected : {"kernel", "BTF", "lockdown", "cgroup v2", "syscall capture", "context injection",
                                "verdict: edgetrace can run here."})
     EXPECT_NE(report.find(expected), std::string::npos) << expected << "\n" << report;
-  for (int hook = 0; hook <= static_cast<int>(Hook::ProbeReadKernel); ++hook)
+  for (int hook = 0; hook <= static_cast<int>(Hook::TaskStorage); ++hook)
     EXPECT_NE(report.find(std::string(hook_name(static_cast<Hook>(hook)))), std::string::npos) << report;
 }
 

@@ -2,6 +2,7 @@
 // applies them. Real clients (this process, curl) in an opted-in cgroup send to a recording
 // server on loopback.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <unistd.h>
 
 
@@ -67,6 +68,64 @@ TEST_P(CaptureEndToEnd, CapturePlansAndInjectorInsertsIntoRealSends) {
   EXPECT_EQ(counters.injected, 2u) << "verdict calls without a plan: " << counters.no_plan;
   EXPECT_EQ(counters.skipped_plans(), 0u);
   EXPECT_EQ(counters.sockets_tracked, 3u);
+}
+
+// Keeps the calling thread on one CPU, so that every call it makes consults the same
+// per-CPU opt-in verdict cache of the capture programs (opt_in_verdicts).
+class PinnedToOneCpu {
+ public:
+  PinnedToOneCpu() {
+    CPU_ZERO(&previous_);
+    ::sched_getaffinity(0, sizeof(previous_), &previous_);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &previous_)) {
+        CPU_SET(cpu, &one);
+        break;
+      }
+    }
+    pinned_ = ::sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  ~PinnedToOneCpu() { ::sched_setaffinity(0, sizeof(previous_), &previous_); }
+  PinnedToOneCpu(const PinnedToOneCpu&) = delete;
+  PinnedToOneCpu& operator=(const PinnedToOneCpu&) = delete;
+  [[nodiscard]] bool pinned() const { return pinned_; }
+
+ private:
+  cpu_set_t previous_;
+  bool pinned_ = false;
+};
+
+// The kernel caches each cgroup's opt-in verdict: adding or removing a cgroup must reach a
+// thread that already decided, on its very next call.
+TEST(CaptureOptIn, ChangesToTheOptInSetReachAThreadThatAlreadyDecided) {
+  ASSERT_EQ(::geteuid(), 0u) << "run as root";
+  PinnedToOneCpu pinned;
+  ASSERT_TRUE(pinned.pinned());
+  ScratchCgroup cgroup;
+  cgroup.enter();
+  HttpCaptureProbes capture(CaptureOptions{});
+  TraceContextInjector injector(capture.inject_plans_fd());
+  injector.attach_cgroup(cgroup.path());
+  RecordingServer server(AF_INET);
+  const std::string request = "GET /e2e HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  const auto send_one = [&] {
+    Client client(AF_INET, server.port());
+    EXPECT_EQ(client.send_once(request), static_cast<long>(request.size()));
+    const auto port = client.local_port();
+    client.close();
+    return server.received_from(port).value_or("");
+  };
+
+  EXPECT_EQ(send_one(), request) << "not opted in: connect and write decide 'untraced'";
+  capture.add_cgroup(cgroup.path());
+  const auto opted_in = send_one();
+  EXPECT_TRUE(std::regex_match(opted_in, kInjectedHead)) << "opted in, same thread, same CPU: " << opted_in;
+  capture.remove_cgroup(cgroup.path());
+  EXPECT_EQ(send_one(), request) << "opted out again";
+  injector.detach_cgroup(cgroup.path());
+  EXPECT_EQ(injector.counters().injected, 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CaptureEndToEnd, ::testing::Values(AF_INET, AF_INET6),
