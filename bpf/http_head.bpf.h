@@ -67,14 +67,20 @@ struct head_scan {
   __s32 traceparent; /* offset of the first traceparent field's value, or -1 */
 };
 
+/* Where the head ends when the newline at `at` is followed by a blank line ("\n" or
+ * "\r\n"): the offset just past it, else -1. */
+static __always_inline __s32 blank_line_after(const __u8 *bytes, __u32 at, __u32 length) {
+  if (at + 1 < length && bytes[bounded(at + 1, 1023)] == '\n') return at + 2;
+  if (at + 2 < length && bytes[bounded(at + 1, 1023)] == '\r' && bytes[bounded(at + 2, 1023)] == '\n') return at + 3;
+  return -1;
+}
+
 static __always_inline void look_at_newline(struct head_scan *scan, const __u8 *bytes, __u32 at) {
   if (scan->line_end < 0) scan->line_end = at + 1;
-  if (at + 1 < scan->length && bytes[bounded(at + 1, 1023)] == '\n') {
-    scan->head_end = at + 2;
-    return;
-  }
-  if (at + 2 < scan->length && bytes[bounded(at + 1, 1023)] == '\r' && bytes[bounded(at + 2, 1023)] == '\n') {
-    scan->head_end = at + 3;
+  /* Stored only when found: a store on every line leaves the verifier too many states. */
+  __s32 head_end = blank_line_after(bytes, at, scan->length);
+  if (head_end >= 0) {
+    scan->head_end = head_end;
     return;
   }
   if (scan->traceparent >= 0 || at + 1 + TRACEPARENT_NAME_LEN > scan->length) return;
@@ -177,12 +183,10 @@ struct response_scan {
 };
 
 static __always_inline void look_at_response_line(struct response_scan *scan, const __u8 *bytes, __u32 at) {
-  if (at + 1 < scan->length && bytes[bounded(at + 1, 1023)] == '\n') {
-    scan->head_end = at + 2;
-    return;
-  }
-  if (at + 2 < scan->length && bytes[bounded(at + 1, 1023)] == '\r' && bytes[bounded(at + 2, 1023)] == '\n') {
-    scan->head_end = at + 3;
+  /* Stored only when found: a store on every line leaves the verifier too many states. */
+  __s32 head_end = blank_line_after(bytes, at, scan->length);
+  if (head_end >= 0) {
+    scan->head_end = head_end;
     return;
   }
   if (at + 1 + 16 > scan->length) return;

@@ -649,17 +649,31 @@ HookCheck check_current_task_under_cgroup() {
   return check_tracepoint_helper(hook, "et_caps_undercg", insns, "bpf_current_task_under_cgroup");
 }
 
+// A BTF of a check's own (for a map's key and value, or a program's functions), starting
+// with the "int" and "long" both such checks use. `types` is empty if it cannot be made.
+struct CheckBtf {
+  BtfPtr types;
+  int int_type = -1;
+  int long_type = -1;
+};
+
+CheckBtf new_check_btf() {
+  CheckBtf built{BtfPtr(btf__new_empty())};
+  if (built.types) {
+    built.int_type = btf__add_int(built.types.get(), "int", 4, BTF_INT_SIGNED);
+    built.long_type = btf__add_int(built.types.get(), "long", 8, BTF_INT_SIGNED);
+  }
+  return built;
+}
+
 // What the syscall capture programs do on every call: take the current task from
 // bpf_get_current_task_btf, read it directly (they read its cgroup and its bpf_storage
 // pointer), and keep a traced thread's call in flight in task storage. A task storage map
 // needs BTF for its key and value, so the check carries a minimal BTF of its own.
 HookCheck check_task_storage() {
   constexpr Hook hook = Hook::TaskStorage;
-  BtfPtr types(btf__new_empty());
-  if (!types) return refused(hook, "cannot build BTF: " + errno_text(errno));
-  const int int_type = btf__add_int(types.get(), "int", 4, BTF_INT_SIGNED);
-  const int long_type = btf__add_int(types.get(), "long", 8, BTF_INT_SIGNED);
-  if (int_type < 0 || long_type < 0) return refused(hook, "cannot build BTF for the map's key and value");
+  auto [types, int_type, long_type] = new_check_btf();
+  if (!types || int_type < 0 || long_type < 0) return refused(hook, "cannot build BTF for the map's key and value");
   if (const int loaded = btf__load_into_kernel(types.get()); loaded != 0)
     return refused(hook, "BTF load refused: " + errno_text(-loaded));
   bpf_map_create_opts map_opts{};
@@ -693,10 +707,8 @@ HookCheck check_task_storage() {
 // it static, so this check carries a minimal BTF of its own.
 HookCheck check_bpf_loop() {
   constexpr Hook hook = Hook::BpfLoop;
-  BtfPtr types(btf__new_empty());
+  auto [types, int_type, long_type] = new_check_btf();
   if (!types) return refused(hook, "cannot build BTF: " + errno_text(errno));
-  const int int_type = btf__add_int(types.get(), "int", 4, BTF_INT_SIGNED);
-  const int long_type = btf__add_int(types.get(), "long", 8, BTF_INT_SIGNED);
   const int void_pointer = btf__add_ptr(types.get(), 0);
   const int main_proto = btf__add_func_proto(types.get(), int_type);
   btf__add_func_param(types.get(), "ctx", void_pointer);
