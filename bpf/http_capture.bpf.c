@@ -92,6 +92,8 @@ struct {
   __type(value, struct opt_in_verdict);
 } opt_in_verdicts SEC(".maps");
 
+static __always_inline __u32 current_thread_id(void) { return (__u32)bpf_get_current_pid_tgid(); }
+
 #include "http_exchange.bpf.h"
 
 struct conn_key {

@@ -8,6 +8,9 @@
 #include "edgetrace.h"
 #include "http_head.bpf.h"
 
+/* Each object defines current_thread_id() before including this header: the syscall path
+ * asks bpf_get_current_pid_tgid(), which Linux 6.1 does not offer cgroup_skb programs. */
+
 /* Set before load. A power of two no larger than ET_MAX_CAPTURE. */
 const volatile __u32 capture_bytes = ET_DEFAULT_CAPTURE;
 /* Set before load: wake the consumer once this much data waits (a quarter of the ring). */
@@ -195,7 +198,7 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
   struct et_http_exchange *ex = &conn->exchange;
   ex->flags = flags;
   ex->sequence += 1;
-  ex->tid = (__u32)bpf_get_current_pid_tgid();
+  ex->tid = current_thread_id();
   ex->request_start_ns = start_ns;
   ex->request_end_ns = start_ns;
   ex->response_start_ns = 0;

@@ -23,6 +23,11 @@
 #include <bpf/bpf_core_read.h>
 
 #include "edgetrace.h"
+
+/* A segment arriving runs in whatever task the softirq interrupted, so only a sender is
+ * known (note_sender); Linux 6.1 also refuses bpf_get_current_pid_tgid() in cgroup_skb. */
+static __always_inline __u32 current_thread_id(void) { return 0; }
+
 #include "http_exchange.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
