@@ -4,8 +4,7 @@
 #
 #   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
 #                     [--modes baseline,traced,traced-0.01] [--kernel-ns | --kernel-detail]
-#                     [--browser-headers]
-#                     [--no-pin]
+#                     [--browser-headers] [--no-pin]
 #
 # Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
 # both with the default settings; sockets and sockets-R are the same on the cgroup socket

@@ -672,8 +672,9 @@ static __always_inline int complete_io(__s64 returned) {
 }
 
 static __always_inline int track_new_connection(__u32 fd, __u8 role) {
-  if (!current_is_traced(bpf_get_current_task_btf())) return 0;
-  struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  struct conn_key key = {.tgid = pid_tgid_of(task) >> 32, .fd = fd};
   new_conn(&key, role, 1);
   return 0;
 }
@@ -701,8 +702,9 @@ int enter_connect(void *raw) {
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(void *raw) {
   const struct trace_event_raw_sys_enter *ctx = raw;
-  if (!current_is_traced(bpf_get_current_task_btf())) return 0;
-  struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__u32)ctx->args[0]};
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  struct conn_key key = {.tgid = pid_tgid_of(task) >> 32, .fd = (__u32)ctx->args[0]};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
   if (!conn) return 0;
   if (conn->phase == PHASE_RESPONSE)
@@ -741,8 +743,9 @@ IO_PROBES(sendmsg, IO_MSGHDR, 0)
 SEC("tracepoint/sched/sched_process_fork")
 int on_fork(void *raw) {
   const struct trace_event_raw_sched_process_fork *ctx = raw;
-  if (!current_is_traced(bpf_get_current_task_btf())) return 0;
-  __u32 parent = (__u32)bpf_get_current_pid_tgid();
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  __u32 parent = (__u32)pid_tgid_of(task);
   struct thread_context *context = bpf_map_lookup_elem(&thread_contexts, &parent);
   if (!context) return 0;
   struct thread_context copy = *context;
