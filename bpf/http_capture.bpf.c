@@ -266,7 +266,7 @@ static __always_inline struct conn_state *new_conn(struct conn_key *key, __u8 ro
   conn->exchange.role = role;
   conn->exchange.tgid = key->tgid;
   conn->exchange.fd = key->fd;
-  conn->exchange.connection_id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+  conn->exchange.connection_id = kernel_random_u64();
   return conn;
 }
 
@@ -389,7 +389,7 @@ __noinline int settle_client_context(struct conn_state *conn, __u64 buffer, __u6
     settle_server_context(server, true);
     __builtin_memcpy(ex->trace_id, server->exchange.trace_id, 16);
     __builtin_memcpy(ex->parent_span_id, server->exchange.span_id, 8);
-    random_bytes(ex->span_id, 2);
+    random_bytes(ex->span_id, 1, ex->connection_id);
     ex->flags |= ET_EXCHANGE_HAS_PARENT;
     ex->trace_flags = server->exchange.trace_flags & 1;
   } else {

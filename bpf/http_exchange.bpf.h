@@ -99,7 +99,8 @@ struct server_decision {
  * head is incomplete and may still bring a traceparent, unless complete says no more of it
  * will be looked at. */
 static __always_inline bool decide_server_context(const __u8 *bytes, __u32 start, __u32 length, bool complete,
-                                                  struct head_scan *scan, struct server_decision *decision) {
+                                                  struct head_scan *scan, struct server_decision *decision,
+                                                  __u64 connection_id) {
   scan->bytes = bytes;
   scan->start = start;
   scan->length = length;
@@ -115,7 +116,7 @@ static __always_inline bool decide_server_context(const __u8 *bytes, __u32 start
   }
   if (!complete && scan->head_end < 0) return false;
   decision->has_parent = 0;
-  random_bytes(decision->trace_id + 8, 2);
+  random_bytes(decision->trace_id + 8, 1, connection_id);
   decision->trace_flags = sample(decision->trace_id, false, 0);
   return true;
 }
@@ -127,11 +128,11 @@ static __always_inline void apply_server_decision(struct conn_state *conn, const
     __builtin_memcpy(ex->parent_span_id, decision->parent_span_id, 8);
     ex->flags |= ET_EXCHANGE_HAS_PARENT;
   } else {
-    random_bytes(ex->trace_id, 2);
+    random_bytes(ex->trace_id, 1, ex->connection_id);
     __builtin_memset(ex->parent_span_id, 0, sizeof(ex->parent_span_id));
     ex->flags &= ~ET_EXCHANGE_HAS_PARENT;
   }
-  random_bytes(ex->span_id, 2);
+  random_bytes(ex->span_id, 1, ex->connection_id);
   ex->trace_flags = decision->trace_flags;
   conn->context_decided = 1;
 }
@@ -145,7 +146,8 @@ __noinline int settle_server_context(struct conn_state *conn, int force) {
   struct head_scan scan = {};
   struct server_decision decision = {};
   bool complete = force || ex->request_captured >= capture_bytes;
-  if (!decide_server_context(ex->data, conn->scanned & ~7u, ex->request_captured, complete, &scan, &decision)) {
+  if (!decide_server_context(ex->data, conn->scanned & ~7u, ex->request_captured, complete, &scan, &decision,
+                             ex->connection_id)) {
     /* Head still incomplete: look again from the last full line on the next read. */
     conn->scanned = scan.line_end > 0 ? ex->request_captured : 0;
     return 0;

@@ -57,6 +57,14 @@ static __always_inline __u32 bounded(__u32 value, __u32 mask) {
   return value & mask;
 }
 
+/* Word loads from a map value at any offset. clang turns a memcpy from a byte pointer into
+ * one load per byte (the BPF ISA promises no unaligned access), which made the head scan
+ * cost ~70 ns a request (bench/overhead.sh --kernel-detail); the verifier accepts unaligned
+ * map-value loads where the CPU handles them (x86-64 and arm64), and the JIT emits one
+ * instruction. Only for map values: stack accesses must stay aligned. */
+static __always_inline __u64 load_u64(const __u8 *at) { return *(const __u64 *)at; }
+static __always_inline __u32 load_u32(const __u8 *at) { return *(const __u32 *)at; }
+
 struct head_scan {
   const __u8 *bytes; /* a map value with at least 1024 + 128 readable bytes */
   __u32 start;       /* first offset to look at */
@@ -85,10 +93,8 @@ static __always_inline void look_at_newline(struct head_scan *scan, const __u8 *
   }
   if (scan->traceparent >= 0 || at + 1 + TRACEPARENT_NAME_LEN > scan->length) return;
   __u32 name = bounded(at + 1, 1023);
-  __u64 word = 0;
-  __u32 tail = 0;
-  __builtin_memcpy(&word, &bytes[name], 8);
-  __builtin_memcpy(&tail, &bytes[name + 8], 4);
+  __u64 word = load_u64(&bytes[name]);
+  __u32 tail = load_u32(&bytes[name + 8]);
   /* |0x20 folds ASCII letters to lower case and maps no other byte onto one. */
   if ((word | 0x2020202020202020ull) == TRACEPARENT_WORD && (tail | 0x00202020u) == ENT_COLON_WORD)
     scan->traceparent = at + 1 + TRACEPARENT_NAME_LEN;
@@ -109,8 +115,7 @@ static __always_inline __s32 find_newline(const __u8 *bytes, __u32 at, __u32 len
   for (__u32 w = 0; w < SCAN_STEP_WORDS; w++) {
     __u32 word_at = at + 8 * w;
     if (word_at >= length) return NEWLINE_PAST_END;
-    __u64 word = 0;
-    __builtin_memcpy(&word, &bytes[bounded(word_at, 1023)], 8);
+    __u64 word = load_u64(&bytes[bounded(word_at, 1023)]);
     __u64 x = word ^ NEWLINES;
     /* Flags the high bit of every zero byte of x; the lowest flag is always exact. */
     __u64 found = (x - LOW_BITS) & ~x & HIGH_BITS;
@@ -191,11 +196,8 @@ static __always_inline void look_at_response_line(struct response_scan *scan, co
   }
   if (at + 1 + 16 > scan->length) return;
   __u32 name = bounded(at + 1, 1023);
-  __u64 word = 0, next = 0;
-  __builtin_memcpy(&word, &bytes[name], 8);
-  __builtin_memcpy(&next, &bytes[name + 8], 8);
-  word |= 0x2020202020202020ull;
-  next |= 0x2020202020202020ull;
+  __u64 word = load_u64(&bytes[name]) | 0x2020202020202020ull;
+  __u64 next = load_u64(&bytes[name + 8]) | 0x2020202020202020ull;
   if (word == CONTENT_DASH_WORD && (next & MASK7) == (LENGTH_COLON_WORD & MASK7)) {
     if (scan->content_length < 0) scan->content_length = at + 1 + CONTENT_LENGTH_NAME_LEN;
   } else if (word == TRANSFER_WORD && (next & MASK4) == DASH_ENC_WORD) {
@@ -298,10 +300,42 @@ static __always_inline bool parse_traceparent(const __u8 *bytes, __u32 value, __
   return true;
 }
 
-static __always_inline void random_bytes(__u8 *out, int words) {
+/* Random ids. bpf_get_prandom_u32() costs ~27 ns a call on the project VM (bench/overhead.sh
+ * --kernel-detail, see docs/benchmarks.md) and an exchange draws up to 32 bytes, so each CPU
+ * runs a SplitMix64 stream instead, seeded once from the kernel's generator: a few ns per 8
+ * bytes. Neither is cryptographic; trace ids need only be unique and uniform. Two programs
+ * interleaved on one CPU (a softirq over a syscall, or preemption) can read the same state,
+ * so each draw is mixed with the caller's connection id, itself random: ids drawn for
+ * different connections stay distinct. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+} random_streams SEC(".maps");
+
+static __always_inline __u64 kernel_random_u64(void) { return (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32(); }
+
+static __always_inline __u64 random_u64(__u64 salt) {
+  __u32 zero = 0;
+  __u64 *state = bpf_map_lookup_elem(&random_streams, &zero);
+  __u64 z;
+  if (state) {
+    if (*state == 0) *state = kernel_random_u64();
+    z = *state += 0x9e3779b97f4a7c15ull;
+  } else {
+    z = kernel_random_u64();
+  }
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31) ^ salt;
+}
+
+/* Fills words * 8 bytes. */
+static __always_inline void random_bytes(__u8 *out, int words, __u64 salt) {
   for (int i = 0; i < words; i++) {
-    __u32 r = bpf_get_prandom_u32();
-    __builtin_memcpy(out + 4 * i, &r, 4);
+    __u64 r = random_u64(salt);
+    __builtin_memcpy(out + 8 * i, &r, 8);
   }
 }
 
@@ -328,8 +362,8 @@ static __always_inline __u8 sample(const __u8 trace_id[16], bool has_parent, __u
 
 /* A new trace: random ids (all 56 low bits random, so fit for consistent sampling). */
 static __always_inline void start_root_context(struct et_http_exchange *ex) {
-  random_bytes(ex->trace_id, 4);
-  random_bytes(ex->span_id, 2);
+  random_bytes(ex->trace_id, 2, ex->connection_id);
+  random_bytes(ex->span_id, 1, ex->connection_id);
   __builtin_memset(ex->parent_span_id, 0, sizeof(ex->parent_span_id));
   ex->flags &= ~ET_EXCHANGE_HAS_PARENT;
   ex->trace_flags = sample(ex->trace_id, false, 0);

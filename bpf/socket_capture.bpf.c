@@ -249,7 +249,8 @@ enum first_segment_verdict {
  * captured). HEAD_GOES_ON when the head continues in later segments: the exchange is then
  * captured and decided as it arrives. Global (not inlined), like settle_server_context, so
  * that the verifier checks the head scan once. */
-__noinline int decide_from_first_segment(struct __sk_buff *skb, __u32 payload_offset, __u32 payload_length) {
+__noinline int decide_from_first_segment(struct __sk_buff *skb, __u32 payload_offset, __u32 payload_length,
+                                         __u64 connection_id) {
   __u32 zero = 0;
   struct request_scratch *scratch = bpf_map_lookup_elem(&request_scratch, &zero);
   if (!skb || !scratch) return HEAD_GOES_ON;
@@ -257,11 +258,11 @@ __noinline int decide_from_first_segment(struct __sk_buff *skb, __u32 payload_of
   if (length == 0 || length > ET_MAX_CAPTURE) return HEAD_GOES_ON;
   length = bounded(length - 1, ET_MAX_CAPTURE - 1) + 1;
   if (bpf_skb_load_bytes(skb, payload_offset, scratch->bytes, length)) return HEAD_GOES_ON;
-  __u64 first_word = 0;
-  __builtin_memcpy(&first_word, scratch->bytes, 8); /* bytes past length are never compared */
+  __u64 first_word = load_u64(scratch->bytes); /* bytes past length are never compared */
   if (!is_request_start(first_word, payload_length)) return HEAD_NOT_A_REQUEST;
   struct head_scan scan = {};
-  if (!decide_server_context(scratch->bytes, 0, length, length >= capture_bytes, &scan, &scratch->decision))
+  if (!decide_server_context(scratch->bytes, 0, length, length >= capture_bytes, &scan, &scratch->decision,
+                             connection_id))
     return HEAD_GOES_ON;
   return scratch->decision.trace_flags & 1 ? HEAD_SAMPLED : HEAD_UNSAMPLED;
 }
@@ -306,7 +307,7 @@ static __always_inline void on_request_segment(struct conn_state *conn, struct _
     }
     if (verdict == HEAD_NOT_DECIDED)
       verdict = conn->exchange.role == ET_ROLE_SERVER
-                    ? decide_from_first_segment(skb, seg->payload_offset, seg->payload_length)
+                    ? decide_from_first_segment(skb, seg->payload_offset, seg->payload_length, conn->exchange.connection_id)
                     : HEAD_GOES_ON;
     if (conn->phase == PHASE_RESPONSE || conn->phase_only) emit_socket_exchange(conn, 0);
     if (verdict == HEAD_UNSAMPLED) {
@@ -385,7 +386,7 @@ static __always_inline void leave_phase_only(struct conn_state *conn, const stru
 static __always_inline void on_phase_only_segment(struct conn_state *conn, struct __sk_buff *skb,
                                                   const struct segment *seg) {
   if (!seg->has_ack || seg->ack == conn->ingress.ack_at_request) return; /* more of the same request */
-  int verdict = decide_from_first_segment(skb, seg->payload_offset, seg->payload_length);
+  int verdict = decide_from_first_segment(skb, seg->payload_offset, seg->payload_length, conn->exchange.connection_id);
   if (verdict == HEAD_NOT_A_REQUEST) return;
   if (verdict == HEAD_UNSAMPLED) {
     count(ET_STAT_UNSAMPLED); /* the exchange just answered */
@@ -421,7 +422,7 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
     /* Nothing moved yet either way: these are the stream's very first bytes. */
     conn->from_start = tp && tp->bytes_received == 0 && tp->bytes_acked == 0;
     conn->exchange.record_type = ET_RECORD_HTTP1_EXCHANGE;
-    conn->exchange.connection_id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+    conn->exchange.connection_id = kernel_random_u64();
     read_addresses(sk, &conn->exchange);
   }
   if (conn->protocol >= PROTO_OTHER) return PASS;
