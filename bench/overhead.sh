@@ -102,13 +102,15 @@ run_mode() {
   echo "$rps $p99 $requests $spans"
 }
 
-declare -A rps_of p99_of
+declare -A rps_of p99_of paired_of
 echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s${wrk_headers:+ with browser headers}${client_cpu:+, wrk on CPU 0 and nginx on CPU 1}, $rounds alternating rounds, modes: ${modes[*]}"
 for round in $(seq "$rounds"); do
   for mode in "${modes[@]}"; do
     read -r rps p99 requests spans < <(run_mode "$mode")
     printf 'round %d %-14s %10s req/s  p99 %7s ms  requests %8s  captured(emitted+unsampled) %s\n' "$round" "$mode" "$rps" "$p99" "$requests" "$spans"
     rps_of[$mode]+="$rps "; p99_of[$mode]+="$p99 "
+    [[ $mode == baseline ]] && round_base=$rps
+    [[ -n ${round_base:-} ]] && paired_of[$mode]+="$(echo "$rps / $round_base" | bc -l) "
   done
 done
 
@@ -117,10 +119,13 @@ if ((rounds)); then
   base_rps=$(median <<<"${rps_of[baseline]}")
   base_p99=$(median <<<"${p99_of[baseline]}")
   echo
-  printf '%-14s %12s %10s %12s %14s\n' mode "median req/s" ratio "median p99" "added p99 ms"
+  # "paired": the median of each round's ratio to that round's baseline, which a drift of the
+  # whole machine between rounds moves less than the ratio of the medians.
+  printf '%-14s %12s %10s %10s %12s %14s\n' mode "median req/s" ratio paired "median p99" "added p99 ms"
   for mode in "${modes[@]}"; do
     m_rps=$(median <<<"${rps_of[$mode]}"); m_p99=$(median <<<"${p99_of[$mode]}")
-    printf '%-14s %12.0f %10.3f %12.3f %14.3f\n' "$mode" "$m_rps" "$(echo "$m_rps / $base_rps" | bc -l)" "$m_p99" "$(echo "$m_p99 - $base_p99" | bc -l)"
+    paired=$(median <<<"${paired_of[$mode]:-1}")
+    printf '%-14s %12.0f %10.3f %10.3f %12.3f %14.3f\n' "$mode" "$m_rps" "$(echo "$m_rps / $base_rps" | bc -l)" "$paired" "$m_p99" "$(echo "$m_p99 - $base_p99" | bc -l)"
   done
 fi
 
