@@ -24,10 +24,14 @@ SocketCaptureProbes::SocketCaptureProbes(const CaptureOptions& options) : captur
   skeleton_.reset(socket_capture_bpf::open());
   if (!skeleton_) throw std::runtime_error("cannot open the socket capture BPF object: " + errno_text(errno));
   apply_shared_capture_options(*skeleton_, options);
+  // Linux 6.1 refuses this helper in cgroup_skb programs; the object then reads the task.
+  skeleton_->rodata->has_pid_tgid_helper =
+      libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_get_current_pid_tgid, nullptr) == 1 ? 1 : 0;
   if (int err = socket_capture_bpf::load(skeleton_.get()); err != 0)
     throw std::runtime_error("the kernel refused the socket capture programs (" + errno_text(err) +
                              "); run with --log-level debug for the verifier log");
   spdlog::info("capture programs loaded: cgroup socket programs, capture {} bytes per side", options.capture_bytes);
+  spdlog::debug("socket capture: sender pid from {}", skeleton_->rodata->has_pid_tgid_helper ? "bpf_get_current_pid_tgid" : "the task struct");
 }
 
 SocketCaptureProbes::~SocketCaptureProbes() = default;

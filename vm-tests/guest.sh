@@ -31,12 +31,20 @@ trace_server() {
   "$build/userspace/cli/edgetrace" run --log-level debug --output json "$@" -- \
     python3 -m http.server "$port" --bind 127.0.0.1 >"/tmp/spans-$port.json" 2>"/tmp/agent-$port.log" &
   local agent=$!
-  # Under software emulation the verifier alone takes minutes.
-  for _ in $(seq 900); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 1; done
+  # Under software emulation the verifier alone takes minutes (tens of them for the socket
+  # path): wait until the server answers, the agent gives up, or 40 minutes pass.
+  local deadline=$((SECONDS + 2400))
+  echo "vm: $name: loading (waiting up to $((deadline - SECONDS)) s)"
+  until curl -s -o /dev/null "http://127.0.0.1:$port/"; do
+    ((SECONDS < deadline)) && kill -0 "$agent" 2>/dev/null || break
+    sleep 2
+  done
+  echo "vm: $name: done waiting after ${SECONDS} s since boot"
   curl -s -o /dev/null "http://127.0.0.1:$port/vm?x=1"
   sleep 1.5
   kill -INT "$agent"; wait "$agent"
   grep -v "^$" "/tmp/agent-$port.log" | grep -B12 -m1 "END PROG LOAD LOG" | sed "s/^/vm: $name| /"
+  grep -m1 "sender pid from" "/tmp/agent-$port.log" | sed "s/^/vm: $name| /"
   tail -3 "/tmp/agent-$port.log" | sed "s/^/vm: $name| /"
   check "$name captures a span on $(uname -r)" grep -q '"url.path":"/vm"' "/tmp/spans-$port.json"
 }
