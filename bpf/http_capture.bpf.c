@@ -53,7 +53,7 @@ enum io_kind { IO_BUFFER = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
 /* Arguments of a read or write in flight, from syscall entry to exit. */
 struct io_args {
   __u64 buffer; /* the buffer, the iovec array or the msghdr */
-  __u64 enter_ns;
+  __u64 enter_ns; /* sends only */
   __u32 fd;
   __u32 kind; /* enum io_kind */
   __u32 iovec_count;
@@ -555,9 +555,8 @@ static __always_inline __u64 send_extent(__u32 kind, __u64 buffer, __u64 count, 
 /* A client about to send: a new request opens its exchange here, at syscall entry, so the
  * injector running inside this syscall finds the plan. */
 /* Returns whether an injection plan was written. */
-static __always_inline bool before_client_send(__u64 pid_tgid, __u32 fd, __u32 kind, __u64 buffer, __u64 count, __u64 now) {
-  struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+static __always_inline bool before_client_send(struct conn_state *conn, __u64 pid_tgid, __u32 kind, __u64 buffer,
+                                               __u64 count, __u64 now) {
   if (!conn || conn->exchange.role != ET_ROLE_CLIENT || conn->protocol >= PROTO_OTHER || conn->phase == PHASE_REQUEST)
     return false;
   __u64 first_buffer = 0, first_length = 0;
@@ -587,17 +586,19 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
   struct io_args *slot = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!slot) return 0;
   __u64 pid_tgid = pid_tgid_of(task);
-  __u64 now = bpf_ktime_get_ns();
-  bool planned = !ingress && before_client_send(pid_tgid, fd, kind, buffer, count, now);
-  if (ingress) {
-    /* A server going back to reading has finished its response: send the exchange now
-     * instead of waiting for the next request, unless it only sent "100 Continue". */
-    struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
-    struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-    if (conn && conn->phase == PHASE_RESPONSE && conn->exchange.role == ET_ROLE_SERVER &&
-        !response_is_interim(conn))
-      emit_exchange(conn, 0);
-  }
+  struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+  /* A send's data starts leaving at entry, unless it is more of a response head sampling
+   * turned down; a read's arrives at exit, which reads its own clock (~25-70 ns a read on
+   * this VM, bench/overhead.sh --kernel-detail). */
+  bool timed = !ingress && !(conn && conn->exchange.role == ET_ROLE_SERVER && exchange_unsampled(conn));
+  __u64 now = timed ? bpf_ktime_get_ns() : 0;
+  bool planned = !ingress && before_client_send(conn, pid_tgid, kind, buffer, count, now);
+  /* A server going back to reading has finished its response: send the exchange now
+   * instead of waiting for the next request, unless it only sent "100 Continue". */
+  if (ingress && conn && conn->phase == PHASE_RESPONSE && conn->exchange.role == ET_ROLE_SERVER &&
+      !response_is_interim(conn))
+    emit_exchange(conn, 0);
   *slot = (struct io_args){
       .buffer = buffer,
       .enter_ns = now,
@@ -636,12 +637,13 @@ static __always_inline int complete_io(__s64 returned) {
   struct conn_state *conn = conn_for_data(pid_tgid >> 32, io.fd);
   if (!conn) return 0;
 
-  __u64 now = bpf_ktime_get_ns();
   __u8 role = conn->exchange.role;
   /* The first bytes matter where a message may start: a new request, a response on a
    * connection joined mid-stream, or a pipelined response of a sampled exchange. */
   bool response_side_now = role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) != (io.ingress != 0);
   bool unsampled = exchange_unsampled(conn);
+  /* More of a response that is only counted needs no time (see remember_io). */
+  __u64 now = response_side_now && unsampled ? 0 : bpf_ktime_get_ns();
   bool need_first_bytes = role == ET_ROLE_UNKNOWN || conn->phase == PHASE_IDLE ||
                           (!response_side_now && conn->phase == PHASE_RESPONSE) ||
                           (response_side_now && conn->phase == PHASE_RESPONSE && !unsampled);
