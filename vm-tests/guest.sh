@@ -35,14 +35,22 @@ trace_server() {
   # path): wait until the server answers, the agent gives up, or 40 minutes pass.
   local deadline=$((SECONDS + 2400))
   echo "vm: $name: loading (waiting up to $((deadline - SECONDS)) s)"
-  until curl -s -o /dev/null "http://127.0.0.1:$port/"; do
+  until curl -s --max-time 10 -o /dev/null "http://127.0.0.1:$port/"; do
     ((SECONDS < deadline)) && kill -0 "$agent" 2>/dev/null || break
     sleep 2
   done
   echo "vm: $name: done waiting after ${SECONDS} s since boot"
-  curl -s -o /dev/null "http://127.0.0.1:$port/vm?x=1"
+  curl -s --max-time 60 -o /dev/null "http://127.0.0.1:$port/vm?x=1" || echo "vm: $name: the /vm request failed"
   sleep 1.5
-  kill -INT "$agent"; wait "$agent"
+  # SIGTERM, not SIGINT: a background job of a non-interactive shell starts with SIGINT
+  # ignored, python keeps it ignored, and the agent passes the signal on and waits for it.
+  kill -TERM "$agent"
+  for _ in $(seq 180); do kill -0 "$agent" 2>/dev/null || break; sleep 1; done
+  if kill -0 "$agent" 2>/dev/null; then
+    echo "vm: $name: the agent still runs 180 s after SIGTERM: killed"
+    kill -9 "$agent"
+  fi
+  wait "$agent"
   grep -v "^$" "/tmp/agent-$port.log" | grep -B12 -m1 "END PROG LOAD LOG" | sed "s/^/vm: $name| /"
   grep -m1 "sender pid from" "/tmp/agent-$port.log" | sed "s/^/vm: $name| /"
   tail -3 "/tmp/agent-$port.log" | sed "s/^/vm: $name| /"
