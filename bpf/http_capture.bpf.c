@@ -589,7 +589,7 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
   struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
   /* A send's data starts leaving at entry, unless it is more of a response head sampling
-   * turned down; a read's arrives at exit, which reads its own clock (~25-70 ns a read on
+   * turned down; a read's arrives at exit, which reads its own clock (~60 ns a read on
    * this VM, bench/overhead.sh --kernel-detail). */
   bool timed = !ingress && !(conn && conn->exchange.role == ET_ROLE_SERVER && exchange_unsampled(conn));
   __u64 now = timed ? bpf_ktime_get_ns() : 0;
