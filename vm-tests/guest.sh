@@ -13,6 +13,10 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up 2>/dev/null || true
+# Debian's kernels default to perf_event_paranoid=3, which (a Debian patch) refuses
+# perf_event_open without CAP_SYS_ADMIN; the capability suite's CAP_BPF+CAP_PERFMON test
+# needs the upstream rule.
+sysctl -qw kernel.perf_event_paranoid=2
 echo "vm: kernel $(uname -r)"
 
 failures=0

@@ -80,6 +80,10 @@ INIT
 chmod +x "$initramfs/init"
 (cd "$initramfs" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$cache/initramfs-$release.cpio.gz"
 
+# The guest binds this kernel's modules (tc's clsact is in sch_ingress) over /lib/modules of
+# the host's read-only root, which needs the directory to exist; the project VM has none.
+mkdir -p /usr/lib/modules
+
 log="$cache/console-$release.log"
 echo "booting $package ($release) with ${VM_ACCEL:-tcg}; console in $log" >&2
 timeout "${VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel "${VM_ACCEL:-tcg}" -cpu "${VM_CPU:-max}" -smp 2 -m 2048 -nographic -no-reboot \
