@@ -591,7 +591,7 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
   /* A send's data starts leaving at entry, unless it is more of a response head sampling
    * turned down; a read's arrives at exit, which reads its own clock (~60 ns a read on
    * this VM, bench/overhead.sh --kernel-detail). */
-  bool timed = !ingress && !(conn && conn->exchange.role == ET_ROLE_SERVER && exchange_unsampled(conn));
+  bool timed = !ingress && !(conn && is_response_side(conn, false) && exchange_unsampled(conn));
   __u64 now = timed ? bpf_ktime_get_ns() : 0;
   bool planned = !ingress && before_client_send(conn, pid_tgid, kind, buffer, count, now);
   /* A server going back to reading has finished its response: send the exchange now
@@ -640,7 +640,7 @@ static __always_inline int complete_io(__s64 returned) {
   __u8 role = conn->exchange.role;
   /* The first bytes matter where a message may start: a new request, a response on a
    * connection joined mid-stream, or a pipelined response of a sampled exchange. */
-  bool response_side_now = role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) != (io.ingress != 0);
+  bool response_side_now = is_response_side(conn, io.ingress);
   bool unsampled = exchange_unsampled(conn);
   /* More of a response that is only counted needs no time (see remember_io). */
   __u64 now = response_side_now && unsampled ? 0 : bpf_ktime_get_ns();

@@ -83,6 +83,13 @@ static __always_inline bool exchange_unsampled(const struct conn_state *conn) {
   return conn->context_decided && (conn->phase_only || !(conn->exchange.trace_flags & 1));
 }
 
+/* Whether bytes moving this way (ingress: read, or arriving at the socket) are response
+ * bytes: a server's outgoing ones, a client's incoming ones. */
+static __always_inline bool is_response_side(const struct conn_state *conn, bool ingress) {
+  __u8 role = conn->exchange.role;
+  return role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) != ingress;
+}
+
 static __always_inline __u32 masked_offset(__u32 offset) { return offset & (2 * ET_MAX_CAPTURE - 1); }
 
 /* What a server request's head says about the server span's context. */

@@ -468,7 +468,7 @@ static __always_inline int on_segment(struct __sk_buff *skb, bool egress) {
   }
 
   __u8 role = conn->exchange.role;
-  bool response_side_now = role != ET_ROLE_UNKNOWN && (role == ET_ROLE_SERVER) == egress;
+  bool response_side_now = is_response_side(conn, !egress);
   bool unsampled = exchange_unsampled(conn);
   if (unsampled && response_side_now && conn->phase != PHASE_IDLE && !(seg.flags & (TCP_FLAG_FIN | TCP_FLAG_RST))) {
     /* An unsampled exchange is never sent: only its phase matters, so that the next
