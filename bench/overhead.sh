@@ -4,7 +4,7 @@
 #
 #   bench/overhead.sh [--rounds N] [--duration S] [--connections C] [--build DIR]
 #                     [--modes baseline,traced,traced-0.01] [--kernel-ns | --kernel-detail]
-#                     [--browser-headers] [--no-pin]
+#                     [--browser-headers] [--no-pin] [--agent-config FILE]
 #
 # Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
 # both with the default settings; sockets and sockets-R are the same on the cgroup socket
@@ -20,9 +20,10 @@
 # which drowns the differences measured here. --no-pin leaves all three to the scheduler.
 # --browser-headers makes wrk send the headers a browser sends (a ~400-byte request head
 # instead of ~40 bytes), so the traceparent search has a realistic head to cover.
+# --agent-config passes a YAML config (docs/configuration.md) to every traced run.
 set -euo pipefail
 
-rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 kernel_detail= wrk_headers=() pin=1
+rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 kernel_detail= wrk_headers=() pin=1 agent_config=()
 build="$(cd "$(dirname "$0")/.." && pwd)/build"
 modes=(baseline traced)
 while (($#)); do
@@ -35,6 +36,7 @@ while (($#)); do
     --kernel-ns) kernel_ns=1; shift ;;
     --kernel-detail) kernel_ns=1 kernel_detail=1; shift ;;
     --no-pin) pin=0; shift ;;
+    --agent-config) agent_config=(--config "$(realpath "$2")"); shift 2 ;;
     --browser-headers)
       wrk_headers=(
         -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -83,7 +85,7 @@ run_mode() {
         ratio=${mode#*-}
         sampler=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$ratio")
       fi
-      env "${sampler[@]}" "$edgetrace" run --output json --log-level info "${flags[@]}" -- "${server_cpu[@]}" nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
+      env "${sampler[@]}" "$edgetrace" run --output json --log-level info "${agent_config[@]}" "${flags[@]}" -- "${server_cpu[@]}" nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
   esac
   wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
   local out
