@@ -176,6 +176,45 @@ TEST(HttpCapture, LargeBodiesPassAndAreTraced) {
   EXPECT_EQ(status_of(spans[0]), 200);
 }
 
+// A full ring buffer: with a 4 KiB ring and the agent stopped (SIGSTOP), the kernel goes on
+// pairing exchanges it cannot hand over. Each one it drops is counted, none vanishes, and the
+// agent carries on once it runs again.
+TEST(HttpCapture, AFullRingBufferCountsEveryExchangeItDrops) {
+  const auto config = std::filesystem::temp_directory_path() / ("edgetrace-ring-" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(config) << "capture: {ring_buffer_bytes: 4096}\n";
+  const int port = free_tcp_port();
+  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)}, {"--config", config.string()});
+  ASSERT_TRUE(wait_for_port(port)) << run.process().stderr_text();
+  ASSERT_EQ(client(port, {"keepalive", "1", "/before"}).exit_code, 0);
+  ASSERT_TRUE(run.wait_for_spans(1)) << run.process().stderr_text();
+
+  run.process().signal(SIGSTOP);
+  constexpr int stopped_requests = 300;
+  const auto while_stopped = client(port, {"keepalive", std::to_string(stopped_requests), "/stopped"});
+  run.process().signal(SIGCONT);
+  ASSERT_EQ(while_stopped.exit_code, 0);
+  ASSERT_EQ(client(port, {"keepalive", "5", "/after"}).exit_code, 0);
+  ASSERT_TRUE(run.wait_for_spans(1 + 5)) << run.process().stderr_text();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(run.stop(), 0);
+  std::filesystem::remove(config);
+
+  const auto log = run.process().stderr_text();
+  std::smatch status;
+  ASSERT_TRUE(std::regex_search(log, status, std::regex(R"(exchanges=(\d+) spans=\d+ ring_buffer_drops=(\d+) unsampled=(\d+))")))
+      << log;
+  const int emitted = std::stoi(status[1]), dropped = std::stoi(status[2]), unsampled = std::stoi(status[3]);
+  EXPECT_GT(dropped, 0) << "a 4 KiB ring cannot hold " << stopped_requests << " exchanges";
+  EXPECT_LT(emitted, 1 + stopped_requests + 5);
+  EXPECT_EQ(unsampled, 0);
+  EXPECT_EQ(emitted + dropped, 1 + stopped_requests + 5) << "every exchange either reaches userspace or is counted";
+  const auto spans = run.spans();
+  EXPECT_EQ(static_cast<int>(spans.size()), emitted);
+  EXPECT_EQ(with_path(spans, "/before").size(), 1u);
+  EXPECT_EQ(with_path(spans, "/after").size(), 5u) << "the agent carries on after the drops";
+  for (const auto& s : spans) EXPECT_EQ(status_of(s), 200) << s.dump();
+}
+
 // Head sampling at ratio 1/4 on the server side, through every way a request can arrive:
 // whole heads on a keep-alive connection (on the socket path, decided from their first
 // segment and never written to the connection's state when turned down), heads split over
