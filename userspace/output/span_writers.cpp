@@ -132,7 +132,13 @@ class JsonCursor {
     for (const auto& a : attributes) {
       if (!first) put(',');
       first = false;
-      put_string(a.key);
+      if (a.key.owned()) {
+        put_string(a.key);
+      } else {  // a name from the code: nothing to escape (AttributeKey checks it)
+        put('"');
+        put(a.key.view());
+        put('"');
+      }
       put(':');
       put_value(a.value);
     }

@@ -30,8 +30,13 @@ using AttributeValue = std::variant<std::string, std::int64_t, double, bool>;
 // their own copy.
 class AttributeKey {
  public:
-  // consteval: only a constant expression, i.e. text with static storage, can be viewed.
-  consteval AttributeKey(const char* literal) : name_(std::string_view(literal)) {}
+  // consteval: only a constant expression, i.e. text with static storage, can be viewed. A
+  // name in the code is plain printable ASCII without quotes or backslashes (checked here, at
+  // compile time), so writers may copy it as it is.
+  consteval AttributeKey(const char* literal) : name_(std::string_view(literal)) {
+    for (const char c : std::string_view(literal))
+      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') throw "attribute names in code are plain printable ASCII";
+  }
   AttributeKey(std::string name) : name_(std::move(name)) {}
   explicit AttributeKey(std::string_view name) : name_(std::string(name)) {}
 
@@ -42,7 +47,7 @@ class AttributeKey {
   operator std::string_view() const { return view(); }
   [[nodiscard]] const char* data() const { return view().data(); }
   [[nodiscard]] std::size_t size() const { return view().size(); }
-  // The copy of a run-time name; nullptr for a literal.
+  // The copy of a run-time name; nullptr for a literal (which never needs escaping).
   [[nodiscard]] const std::string* owned() const { return std::get_if<std::string>(&name_); }
 
   friend bool operator==(const AttributeKey& a, const AttributeKey& b) { return a.view() == b.view(); }
