@@ -106,14 +106,19 @@ run_mode() {
 
 declare -A rps_of p99_of paired_of
 echo "nginx return-200, wrk -t$threads -c$connections -d${duration}s${wrk_headers:+ with browser headers}${client_cpu:+, wrk on CPU 0 and nginx on CPU 1}, $rounds alternating rounds, modes: ${modes[*]}"
+# Each round starts one mode further on (round 2 runs the second mode first, and so on), so
+# that no mode always runs right after the same other one or at the same point of a round.
 for round in $(seq "$rounds"); do
-  for mode in "${modes[@]}"; do
+  declare -A round_rps=()
+  for i in "${!modes[@]}"; do
+    mode=${modes[$(((i + round - 1) % ${#modes[@]}))]}
     read -r rps p99 requests spans < <(run_mode "$mode")
     printf 'round %d %-14s %10s req/s  p99 %7s ms  requests %8s  captured(emitted+unsampled) %s\n' "$round" "$mode" "$rps" "$p99" "$requests" "$spans"
-    rps_of[$mode]+="$rps "; p99_of[$mode]+="$p99 "
-    [[ $mode == baseline ]] && round_base=$rps
-    [[ -n ${round_base:-} ]] && paired_of[$mode]+="$(echo "$rps / $round_base" | bc -l) "
+    rps_of[$mode]+="$rps "; p99_of[$mode]+="$p99 "; round_rps[$mode]=$rps
   done
+  if [[ -n ${round_rps[baseline]:-} ]]; then
+    for mode in "${modes[@]}"; do paired_of[$mode]+="$(echo "${round_rps[$mode]} / ${round_rps[baseline]}" | bc -l) "; done
+  fi
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
