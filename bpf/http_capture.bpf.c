@@ -60,7 +60,7 @@ struct io_args {
   __u8 ingress;
   __u8 pending; /* set at entry, cleared at exit: cheaper than deleting the entry */
   __u8 planned; /* an injection plan was written for this send */
-  __u8 _pad;
+  __u8 counted_only; /* a server's response head sampling turned down: the exit has nothing to do */
 };
 
 struct conn_key {
@@ -624,6 +624,13 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
    * this VM, bench/overhead.sh --kernel-detail). */
   bool timed = !ingress && !(conn && is_response_side(conn, false) && exchange_unsampled(conn));
   __u64 now = timed ? bpf_ktime_get_ns() : 0;
+  /* A server's response that head sampling turned down only has to move the exchange to its
+   * response phase, so that the server's next read closes it: done here, the exit then skips
+   * the connection lookup. Early by a syscall when the send fails, which changes nothing: the
+   * exchange is still counted once, when the server reads again or closes. */
+  bool counted_only = !ingress && conn && conn->exchange.role == ET_ROLE_SERVER && conn->phase != PHASE_IDLE &&
+                      exchange_unsampled(conn);
+  if (counted_only) conn->phase = PHASE_RESPONSE;
   bool planned = !ingress && before_client_send(conn, thread, pid_tgid, kind, buffer, count, now);
   /* A server going back to reading has finished its response: send the exchange now
    * instead of waiting for the next request, unless it only sent "100 Continue". */
@@ -639,6 +646,7 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
       .ingress = ingress,
       .pending = 1,
       .planned = planned,
+      .counted_only = counted_only,
   };
   return 0;
 }
@@ -667,7 +675,7 @@ static __always_inline int complete_io(__s64 returned) {
   __u64 pid_tgid = pid_tgid_of(task);
   /* A plan never outlives its syscall, used or not. */
   if (io.planned) bpf_map_delete_elem(&inject_plans, &pid_tgid);
-  if (returned <= 0) return 0;
+  if (returned <= 0 || io.counted_only) return 0;
 
   if (io.kind == IO_MSGHDR) {
     struct user_msghdr msg = {};
