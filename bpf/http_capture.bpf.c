@@ -419,6 +419,14 @@ __noinline int settle_client_context(struct conn_state *conn, struct conn_state 
   return 0;
 }
 
+/* The first `count` (1..max, max a power of two) entries of an iovec array in user memory, in
+ * one bpf_probe_read_user: each call costs ~90 ns here, far more than its bytes. False on a
+ * fault. */
+static __always_inline bool read_iovec_array(struct iovec *out, __u32 count, __u32 max, __u64 address) {
+  __u32 bytes = (bounded(count - 1, max - 1) + 1) * sizeof(struct iovec);
+  return bpf_probe_read_user(out, bytes, (void *)address) == 0;
+}
+
 /* Returns false when the user memory could not be read. */
 static __always_inline bool copy_chunk(struct conn_state *conn, __u32 offset, __u64 length, __u64 source) {
   if (length > ET_MAX_CAPTURE) length = ET_MAX_CAPTURE;
@@ -447,12 +455,10 @@ static __always_inline void capture(struct conn_state *conn, bool response_side,
   if (io->kind == IO_BUFFER) {
     copy_chunk(conn, offset, want, io->buffer);
   } else {
-    /* The iovec array in one read: each bpf_probe_read_user costs more than its bytes. */
     struct iovec iovs[MAX_IOVECS] = {};
     __u32 iovec_count = io->iovec_count < MAX_IOVECS ? io->iovec_count : MAX_IOVECS;
     if (iovec_count == 0) return;
-    __u32 array_bytes = (bounded(iovec_count - 1, MAX_IOVECS - 1) + 1) * sizeof(struct iovec);
-    if (bpf_probe_read_user(iovs, array_bytes, (void *)io->buffer)) {
+    if (!read_iovec_array(iovs, iovec_count, MAX_IOVECS, io->buffer)) {
       count(ET_STAT_CAPTURE_FAULTS);
       return;
     }
@@ -543,7 +549,10 @@ static __always_inline void on_response_bytes(struct conn_state *conn, const str
     finish_exchange(conn, 0);
 }
 
-/* The first buffer of a send and the send's total length (0 when it cannot be told). */
+#define MAX_SEND_IOVECS 8
+
+/* The first buffer of a send and the send's total length (0 when it cannot be told). The
+ * iovec array is read into send_scratch, which settle_client_context only fills afterwards. */
 static __always_inline __u64 send_extent(__u32 kind, __u64 buffer, __u64 count, __u64 *first_buffer, __u64 *first_length) {
   if (kind == IO_BUFFER) {
     *first_buffer = buffer;
@@ -557,17 +566,18 @@ static __always_inline __u64 send_extent(__u32 kind, __u64 buffer, __u64 count, 
     iovecs = (__u64)msg.msg_iov;
     iovec_count = msg.msg_iovlen;
   }
-  if (iovec_count == 0 || iovec_count > 8) return 0;
+  if (iovec_count == 0 || iovec_count > MAX_SEND_IOVECS) return 0;
+  __u32 zero = 0;
+  struct send_scratch *scratch = bpf_map_lookup_elem(&send_scratch, &zero);
+  if (!scratch) return 0;
+  struct iovec *iovs = (struct iovec *)scratch->bytes;
+  if (!read_iovec_array(iovs, iovec_count, MAX_SEND_IOVECS, iovecs)) return 0;
+  *first_buffer = (__u64)iovs[0].iov_base;
+  *first_length = iovs[0].iov_len;
   __u64 total = 0;
-  for (__u32 i = 0; i < 8; i++) {
+  for (__u32 i = 0; i < MAX_SEND_IOVECS; i++) {
     if (i >= iovec_count) break;
-    struct iovec iov = {};
-    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovecs + i * sizeof(iov)))) return 0;
-    if (i == 0) {
-      *first_buffer = (__u64)iov.iov_base;
-      *first_length = iov.iov_len;
-    }
-    total += iov.iov_len;
+    total += iovs[i].iov_len;
   }
   return total;
 }
@@ -622,14 +632,13 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
   /* A send's data starts leaving at entry, unless it is more of a response head sampling
    * turned down; a read's arrives at exit, which reads its own clock (~60 ns a read on
    * this VM, bench/overhead.sh --kernel-detail). */
-  bool timed = !ingress && !(conn && is_response_side(conn, false) && exchange_unsampled(conn));
-  __u64 now = timed ? bpf_ktime_get_ns() : 0;
+  bool unsampled_response = !ingress && conn && is_response_side(conn, false) && exchange_unsampled(conn);
+  __u64 now = !ingress && !unsampled_response ? bpf_ktime_get_ns() : 0;
   /* A server's response that head sampling turned down only has to move the exchange to its
    * response phase, so that the server's next read closes it: done here, the exit then skips
    * the connection lookup. Early by a syscall when the send fails, which changes nothing: the
    * exchange is still counted once, when the server reads again or closes. */
-  bool counted_only = !ingress && conn && conn->exchange.role == ET_ROLE_SERVER && conn->phase != PHASE_IDLE &&
-                      exchange_unsampled(conn);
+  bool counted_only = unsampled_response && conn->exchange.role == ET_ROLE_SERVER && conn->phase != PHASE_IDLE;
   if (counted_only) conn->phase = PHASE_RESPONSE;
   bool planned = !ingress && before_client_send(conn, thread, pid_tgid, kind, buffer, count, now);
   /* A server going back to reading has finished its response: send the exchange now
