@@ -38,7 +38,7 @@ std::string_view status_name(StatusCode status) {
 // (captured bytes need not be UTF-8, so they are written as \u00XX to keep the JSON valid).
 constexpr std::array<bool, 256> kNeedsEscape = [] {
   std::array<bool, 256> table{};
-  for (int c = 0; c < 256; ++c) table[c] = c == '"' || c == '\\' || c < 0x20 || c >= 0x7f;
+  for (int c = 0; c < 256; ++c) table[c] = !is_plain_text_char(static_cast<unsigned char>(c));
   return table;
 }();
 

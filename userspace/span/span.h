@@ -24,18 +24,21 @@ enum class StatusCode : std::uint8_t { Unset = 0, Ok = 1, Error = 2 };
 
 using AttributeValue = std::variant<std::string, std::int64_t, double, bool>;
 
+// Printable ASCII other than '"' and '\\': text a JSON string carries as it is. Attribute names
+// in the code consist of these only (AttributeKey checks it), so writers copy them unescaped.
+constexpr bool is_plain_text_char(unsigned char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
 // An attribute's name. Every span gets the same dozen semantic-convention names, most too long
 // for std::string's inline buffer; held as views of their string literals they cost no
 // allocation per span. Names known only at run time (configuration, the environment) keep
 // their own copy.
 class AttributeKey {
  public:
-  // consteval: only a constant expression, i.e. text with static storage, can be viewed. A
-  // name in the code is plain printable ASCII without quotes or backslashes (checked here, at
-  // compile time), so writers may copy it as it is.
+  // consteval: only a constant expression, i.e. text with static storage, can be viewed. The
+  // check fails the build for a name that is not plain text (is_plain_text_char).
   consteval AttributeKey(const char* literal) : name_(std::string_view(literal)) {
     for (const char c : std::string_view(literal))
-      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') throw "attribute names in code are plain printable ASCII";
+      if (!is_plain_text_char(static_cast<unsigned char>(c))) throw "attribute names in code are plain text";
   }
   AttributeKey(std::string name) : name_(std::move(name)) {}
   explicit AttributeKey(std::string_view name) : name_(std::string(name)) {}
