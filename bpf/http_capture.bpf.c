@@ -354,19 +354,19 @@ static __always_inline void write_hex(__u8 *out, const __u8 *in, int n) {
 
 /* Client side, at syscall entry of a send that starts a request: choose the client span's
  * context (child of `server`, the server exchange this thread serves, or a new root) and, when the
- * head is complete in this send and carries no traceparent, plan the injection. */
-__noinline int settle_client_context(struct conn_state *conn, struct conn_state *server, __u64 buffer, __u64 length) {
+ * head is complete in this send and carries no traceparent, plan the injection. `length` is the
+ * send's first buffer's; its first SEND_SCAN_BYTES at most are in `scratch` already
+ * (before_client_send read them). */
+__noinline int settle_client_context(struct conn_state *conn, struct conn_state *server, struct send_scratch *scratch,
+                                     __u64 length) {
   if (!conn) return 0;
   struct et_http_exchange *ex = &conn->exchange;
   conn->context_decided = 1;
-  __u32 zero = 0;
-  struct send_scratch *scratch = bpf_map_lookup_elem(&send_scratch, &zero);
   if (!scratch) {
     start_root_context(ex);
     return 0;
   }
   __u32 scanned = length < SEND_SCAN_BYTES ? length : SEND_SCAN_BYTES;
-  if (bpf_probe_read_user(scratch->bytes, scanned & (SEND_SCAN_BYTES * 2 - 1), (void *)buffer)) scanned = 0;
   struct head_scan scan = {.bytes = scratch->bytes, .start = 0, .length = scanned};
   scan_head(&scan);
 
@@ -397,6 +397,7 @@ __noinline int settle_client_context(struct conn_state *conn, struct conn_state 
   /* Inject only into a head we can see whole: the request line and the blank line are in
    * this send, and no traceparent anywhere in it. Otherwise the bytes pass untouched. */
   if (!inject_enabled || scan.traceparent >= 0 || scan.line_end < 0 || scan.head_end < 0) return 0;
+  __u32 zero = 0;
   struct et_inject_plan *plan = bpf_map_lookup_elem(&plan_scratch, &zero);
   if (!plan) return 0;
   plan->insert_offset = scan.line_end;
@@ -592,12 +593,18 @@ static __always_inline bool before_client_send(struct conn_state *conn, const st
   __u64 first_buffer = 0, first_length = 0;
   __u64 total = send_extent(kind, buffer, count, &first_buffer, &first_length);
   if (total == 0 || first_length == 0) return false;
-  __u64 first_word = 0;
-  bpf_probe_read_user(&first_word, sizeof(first_word), (void *)first_buffer);
-  if (!is_request_start(first_word, first_length)) return false;
+  /* The head once, into send_scratch (send_extent is done with it): recognised here, searched
+   * by settle_client_context. A buffer that cannot be read fails the send itself (EFAULT). */
+  __u32 zero = 0;
+  struct send_scratch *scratch = bpf_map_lookup_elem(&send_scratch, &zero);
+  if (!scratch) return false;
+  __u32 head_bytes = first_length < SEND_SCAN_BYTES ? first_length : SEND_SCAN_BYTES;
+  if (bpf_probe_read_user(scratch->bytes, head_bytes & (SEND_SCAN_BYTES * 2 - 1), (void *)first_buffer)) return false;
+  /* Bytes past first_length are never compared. */
+  if (!is_request_start(load_u64(scratch->bytes), first_length)) return false;
   if (conn->phase == PHASE_RESPONSE) emit_exchange(conn, 0);
   begin_exchange(conn, now, 0);
-  settle_client_context(conn, serving_exchange(thread), first_buffer, first_length < total ? first_length : total);
+  settle_client_context(conn, serving_exchange(thread), scratch, first_length);
   if (!(conn->exchange.flags & ET_EXCHANGE_INJECTED)) return false;
   if (total != first_length) {
     /* The injector checks the whole send's size. */
