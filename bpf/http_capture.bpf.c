@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Syscall-tracepoint capture of HTTP/1.x exchanges for opted-in processes.
+/* Syscall capture of HTTP/1.x exchanges for opted-in processes.
  *
- * Every program starts with the opt-in check, because syscall tracepoints fire for every
+ * Two sets of hooks, one loaded (probes/trace_probes.cpp chooses): two BTF raw tracepoints
+ * on sys_enter/sys_exit that see every syscall and pick out the dozen we follow, or, where
+ * those cannot load, one syscall tracepoint per syscall followed. Both call the same
+ * handlers. Every handler starts with the opt-in check, because these hooks fire for every
  * process on the host: it costs an untraced thread one helper call and a per-CPU lookup
  * (current_is_traced), and its syscall exits one more (complete_io). For a traced
  * connection the kernel keeps a small state machine (idle -> request -> response) and
@@ -763,6 +766,123 @@ static __always_inline int track_new_connection(__u32 fd, __u8 role) {
   return 0;
 }
 
+static __always_inline int before_close(__u32 fd) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  struct conn_key key = {.tgid = pid_tgid_of(task) >> 32, .fd = fd};
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+  if (!conn) return 0;
+  if (conn->phase == PHASE_RESPONSE)
+    emit_exchange(conn, ET_EXCHANGE_CLOSED);
+  else if (conn->phase == PHASE_REQUEST)
+    emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
+  bpf_map_delete_elem(&conns, &key);
+  return 0;
+}
+
+/* The syscalls followed, by number, for the two hooks that see every syscall. A 32-bit
+ * (compat) syscall uses another table: it is left alone (native_syscall), as the syscall
+ * tracepoints leave it. */
+#if defined(__TARGET_ARCH_x86)
+enum followed_syscall {
+  NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_READV = 19, NR_WRITEV = 20, NR_CONNECT = 42, NR_ACCEPT = 43,
+  NR_SENDTO = 44, NR_RECVFROM = 45, NR_SENDMSG = 46, NR_RECVMSG = 47, NR_ACCEPT4 = 288,
+};
+#define FOLLOWED_BELOW_64                                                                                      \
+  (1ull << NR_READ | 1ull << NR_WRITE | 1ull << NR_CLOSE | 1ull << NR_READV | 1ull << NR_WRITEV |               \
+   1ull << NR_CONNECT | 1ull << NR_ACCEPT | 1ull << NR_SENDTO | 1ull << NR_RECVFROM | 1ull << NR_SENDMSG |      \
+   1ull << NR_RECVMSG)
+/* At sys_exit the number is the one the syscall was entered with. */
+static __always_inline long syscall_number(const struct pt_regs *regs) { return regs->orig_ax; }
+static __always_inline __u64 syscall_arg0(const struct pt_regs *regs) { return regs->di; }
+static __always_inline __u64 syscall_arg1(const struct pt_regs *regs) { return regs->si; }
+static __always_inline __u64 syscall_arg2(const struct pt_regs *regs) { return regs->dx; }
+#define TS_COMPAT 0x0002
+static __always_inline bool native_syscall(const struct task_struct *task) { return !(task->thread_info.status & TS_COMPAT); }
+static __always_inline bool possibly_followed(long nr) {
+  return nr < 64 ? (FOLLOWED_BELOW_64 >> nr) & 1 : nr == NR_ACCEPT4;
+}
+#else
+/* Only x86-64 has the table (and the compat test) here: elsewhere the syscall tracepoints,
+ * which name each syscall, are used (probes/trace_probes.cpp never loads this set there). */
+enum followed_syscall {
+  NR_READ = -1, NR_WRITE = -2, NR_CLOSE = -3, NR_READV = -4, NR_WRITEV = -5, NR_CONNECT = -6, NR_ACCEPT = -7,
+  NR_SENDTO = -8, NR_RECVFROM = -9, NR_SENDMSG = -10, NR_RECVMSG = -11, NR_ACCEPT4 = -12,
+};
+static __always_inline long syscall_number(const struct pt_regs *regs) { return -100; }
+static __always_inline __u64 syscall_arg0(const struct pt_regs *regs) { return 0; }
+static __always_inline __u64 syscall_arg1(const struct pt_regs *regs) { return 0; }
+static __always_inline __u64 syscall_arg2(const struct pt_regs *regs) { return 0; }
+static __always_inline bool native_syscall(const struct task_struct *task) { return false; }
+static __always_inline bool possibly_followed(long nr) { return false; }
+#endif
+
+/* Every syscall on the host passes here: the number test comes first and costs a shift. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_syscall_enter, struct pt_regs *regs, long nr) {
+  if (!possibly_followed(nr)) return 0;
+  if (!native_syscall(bpf_get_current_task_btf())) return 0;
+  __u32 fd = (__u32)syscall_arg0(regs);
+  __u64 buffer = syscall_arg1(regs), count = syscall_arg2(regs);
+  /* One inlined copy of remember_io, not one per syscall. */
+  __u32 kind = IO_BUFFER, ingress = 0;
+  switch (nr) {
+    case NR_READ:
+    case NR_RECVFROM: ingress = 1; break;
+    case NR_WRITE:
+    case NR_SENDTO: break;
+    case NR_READV: kind = IO_IOVEC, ingress = 1; break;
+    case NR_WRITEV: kind = IO_IOVEC; break;
+    case NR_RECVMSG: kind = IO_MSGHDR, ingress = 1; break;
+    case NR_SENDMSG: kind = IO_MSGHDR; break;
+    case NR_CONNECT: return track_new_connection(fd, ET_ROLE_CLIENT);
+    case NR_CLOSE: return before_close(fd);
+    default: return 0;
+  }
+  return remember_io(fd, buffer, kind, count, ingress);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_syscall_exit, struct pt_regs *regs, long ret) {
+  long nr = syscall_number(regs);
+  if (!possibly_followed(nr)) return 0;
+  switch (nr) {
+    case NR_ACCEPT:
+    case NR_ACCEPT4:
+      if (ret < 0 || !native_syscall(bpf_get_current_task_btf())) return 0;
+      return track_new_connection((__u32)ret, ET_ROLE_SERVER);
+    case NR_CONNECT:
+    case NR_CLOSE: return 0;
+    default:
+      /* Only a call its entry recorded goes further: a compat syscall never was. */
+      return complete_io(ret);
+  }
+}
+
+/* The same handlers on syscall tracepoints, one per syscall, where BTF raw tracepoints are
+ * refused. Programs take `void *` and cast: Linux 6.1's verifier refuses a typed context
+ * argument in an object that also has global subprograms. */
+#define IO_PROBES(name, kind, ingress)                                                   \
+  SEC("tracepoint/syscalls/sys_enter_" #name)                                           \
+  int enter_##name(void *raw) {                                                          \
+    const struct trace_event_raw_sys_enter *ctx = raw;                                  \
+    return remember_io((__u32)ctx->args[0], ctx->args[1], kind, ctx->args[2], ingress); \
+  }                                                                                     \
+  SEC("tracepoint/syscalls/sys_exit_" #name)                                            \
+  int exit_##name(void *raw) {                                                           \
+    const struct trace_event_raw_sys_exit *ctx = raw;                                   \
+    return complete_io(ctx->ret);                                                       \
+  }
+
+IO_PROBES(read, IO_BUFFER, 1)
+IO_PROBES(recvfrom, IO_BUFFER, 1)
+IO_PROBES(readv, IO_IOVEC, 1)
+IO_PROBES(recvmsg, IO_MSGHDR, 1)
+IO_PROBES(write, IO_BUFFER, 0)
+IO_PROBES(sendto, IO_BUFFER, 0)
+IO_PROBES(writev, IO_IOVEC, 0)
+IO_PROBES(sendmsg, IO_MSGHDR, 0)
+
 SEC("tracepoint/syscalls/sys_exit_accept")
 int exit_accept(void *raw) {
   const struct trace_event_raw_sys_exit *ctx = raw;
@@ -786,41 +906,8 @@ int enter_connect(void *raw) {
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(void *raw) {
   const struct trace_event_raw_sys_enter *ctx = raw;
-  struct task_struct *task = bpf_get_current_task_btf();
-  if (!current_is_traced(task)) return 0;
-  struct conn_key key = {.tgid = pid_tgid_of(task) >> 32, .fd = (__u32)ctx->args[0]};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  if (!conn) return 0;
-  if (conn->phase == PHASE_RESPONSE)
-    emit_exchange(conn, ET_EXCHANGE_CLOSED);
-  else if (conn->phase == PHASE_REQUEST)
-    emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
-  bpf_map_delete_elem(&conns, &key);
-  return 0;
+  return before_close((__u32)ctx->args[0]);
 }
-
-/* Programs take `void *` and cast: Linux 6.1's verifier refuses a typed context argument
- * in an object that also has global subprograms. */
-#define IO_PROBES(name, kind, ingress)                                                   \
-  SEC("tracepoint/syscalls/sys_enter_" #name)                                           \
-  int enter_##name(void *raw) {                                                          \
-    const struct trace_event_raw_sys_enter *ctx = raw;                                  \
-    return remember_io((__u32)ctx->args[0], ctx->args[1], kind, ctx->args[2], ingress); \
-  }                                                                                     \
-  SEC("tracepoint/syscalls/sys_exit_" #name)                                            \
-  int exit_##name(void *raw) {                                                           \
-    const struct trace_event_raw_sys_exit *ctx = raw;                                   \
-    return complete_io(ctx->ret);                                                       \
-  }
-
-IO_PROBES(read, IO_BUFFER, 1)
-IO_PROBES(recvfrom, IO_BUFFER, 1)
-IO_PROBES(readv, IO_IOVEC, 1)
-IO_PROBES(recvmsg, IO_MSGHDR, 1)
-IO_PROBES(write, IO_BUFFER, 0)
-IO_PROBES(sendto, IO_BUFFER, 0)
-IO_PROBES(writev, IO_IOVEC, 0)
-IO_PROBES(sendmsg, IO_MSGHDR, 0)
 
 /* Threads and processes started while serving a request inherit its context, so their
  * outgoing requests become its children. */

@@ -150,23 +150,70 @@ void HttpCaptureProbes::SkeletonDeleter::operator()(http_capture_bpf* skeleton) 
   http_capture_bpf::destroy(skeleton);
 }
 
+std::string_view to_string(SyscallHooks hooks) {
+  switch (hooks) {
+    case SyscallHooks::Auto: return "auto";
+    case SyscallHooks::BtfTracepoints: return "btf_tracepoints";
+    case SyscallHooks::SyscallTracepoints: return "tracepoints";
+  }
+  return "?";
+}
+
+bool btf_tracepoints_built() {
+#if defined(__x86_64__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+HttpCaptureProbes::Skeleton HttpCaptureProbes::load_and_attach(const CaptureOptions& options, SyscallHooks hooks) {
+  Skeleton skeleton(http_capture_bpf::open());
+  if (!skeleton) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
+  apply_shared_capture_options(*skeleton, options);
+  skeleton->rodata->inject_enabled = options.plan_injection ? 1 : 0;
+  bpf_map__set_max_entries(skeleton->maps.conns, options.max_connections);
+  // Both hook sets live in one object; only the chosen one is loaded (and so attached).
+  const bool btf = hooks == SyscallHooks::BtfTracepoints;
+  bpf_program* program = nullptr;
+  bpf_object__for_each_program(program, skeleton->obj) {
+    const bool btf_program = program == skeleton->progs.on_syscall_enter || program == skeleton->progs.on_syscall_exit;
+    // on_fork (sched_process_fork) serves both.
+    const bool shared = program == skeleton->progs.on_fork;
+    bpf_program__set_autoload(program, shared || btf_program == btf);
+  }
+  if (int err = http_capture_bpf::load(skeleton.get()); err != 0)
+    throw std::runtime_error("the kernel refused the capture programs on " + std::string(to_string(hooks)) + " (" +
+                             errno_text(err) + "); run with --log-level debug for the verifier log");
+  if (!btf) ensure_tracefs_mounted();
+  if (int err = http_capture_bpf::attach(skeleton.get()); err != 0)
+    throw std::runtime_error("cannot attach the capture programs on " + std::string(to_string(hooks)) + ": " +
+                             errno_text(err));
+  return skeleton;
+}
+
 HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_bytes_(options.capture_bytes) {
   validate_capture_options(options);
   route_libbpf_logs_to_spdlog();
-  skeleton_.reset(http_capture_bpf::open());
-  if (!skeleton_) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
-
-  apply_shared_capture_options(*skeleton_, options);
-  skeleton_->rodata->inject_enabled = options.plan_injection ? 1 : 0;
-  bpf_map__set_max_entries(skeleton_->maps.conns, options.max_connections);
-
-  if (int err = http_capture_bpf::load(skeleton_.get()); err != 0)
-    throw std::runtime_error("the kernel refused the capture programs (" + errno_text(err) +
-                             "); run with --log-level debug for the verifier log");
-  ensure_tracefs_mounted();
-  if (int err = http_capture_bpf::attach(skeleton_.get()); err != 0)
-    throw std::runtime_error("cannot attach the syscall tracepoints: " + errno_text(err));
-  spdlog::info("capture programs attached: syscall tracepoints, capture {} bytes per side, {} connections",
+  hooks_ = options.syscall_hooks;
+  if (hooks_ == SyscallHooks::BtfTracepoints && !btf_tracepoints_built())
+    throw std::runtime_error("capture.syscall_hooks btf_tracepoints: this build knows syscall numbers on x86-64 only");
+  if (hooks_ == SyscallHooks::Auto) {
+    hooks_ = SyscallHooks::SyscallTracepoints;
+    if (btf_tracepoints_built()) {
+      // Two hooks on every syscall cost this VM less than two per followed syscall
+      // (docs/benchmarks.md, bench/syscall_tax.sh).
+      try {
+        skeleton_ = load_and_attach(options, SyscallHooks::BtfTracepoints);
+        hooks_ = SyscallHooks::BtfTracepoints;
+      } catch (const std::runtime_error& error) {
+        spdlog::warn("{}; using syscall tracepoints instead", error.what());
+      }
+    }
+  }
+  if (!skeleton_) skeleton_ = load_and_attach(options, hooks_);
+  spdlog::info("capture programs attached: {}, capture {} bytes per side, {} connections",
+               hooks_ == SyscallHooks::BtfTracepoints ? "BTF raw tracepoints on sys_enter/sys_exit" : "syscall tracepoints",
                options.capture_bytes, options.max_connections);
 }
 

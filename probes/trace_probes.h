@@ -8,10 +8,18 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 
 struct http_capture_bpf;
 
 namespace edgetrace {
+
+// Which hooks the syscall path loads (bpf/http_capture.bpf.c has both sets).
+enum class SyscallHooks {
+  Auto,             // BTF raw tracepoints where the kernel takes them, else syscall tracepoints
+  BtfTracepoints,   // tp_btf on sys_enter/sys_exit: ~30 ns per syscall each, host-wide
+  SyscallTracepoints,  // one tracepoint per syscall followed: ~90 ns per followed syscall each
+};
 
 struct CaptureOptions {
   std::uint32_t capture_bytes = 512;       // power of two, at most ET_MAX_CAPTURE
@@ -20,6 +28,7 @@ struct CaptureOptions {
   std::uint32_t sampler_mode = 3;          // enum et_sampler
   std::uint64_t sampler_threshold = 0;     // rejection threshold on the trace id's low 56 bits
   bool plan_injection = true;              // write traceparent plans for the sk_msg injector
+  SyscallHooks syscall_hooks = SyscallHooks::Auto;  // syscall path only
 };
 
 struct KernelCounters {
@@ -67,19 +76,29 @@ class HttpCaptureProbes final : public CaptureProbes {
   [[nodiscard]] int inject_plans_fd() const;
   [[nodiscard]] KernelCounters counters() const override;
   [[nodiscard]] std::uint32_t capture_bytes() const override { return capture_bytes_; }
+  // BtfTracepoints or SyscallTracepoints: what was loaded, never Auto.
+  [[nodiscard]] SyscallHooks hooks() const { return hooks_; }
 
  private:
   struct SkeletonDeleter {
     void operator()(http_capture_bpf* skeleton) const;
   };
+  using Skeleton = std::unique_ptr<http_capture_bpf, SkeletonDeleter>;
+  // Opens, sizes, loads and attaches the programs of one hook set; throws std::runtime_error.
+  static Skeleton load_and_attach(const CaptureOptions& options, SyscallHooks hooks);
   // Hands the opt-in counts to the programs and invalidates the verdicts they cached.
   void publish_opt_in();
 
-  std::unique_ptr<http_capture_bpf, SkeletonDeleter> skeleton_;
+  Skeleton skeleton_;
   std::uint32_t capture_bytes_;
+  SyscallHooks hooks_ = SyscallHooks::Auto;
   std::array<std::uint32_t, 32> cgroups_per_level_{};
   std::uint32_t pid_count_ = 0;
 };
+
+std::string_view to_string(SyscallHooks hooks);  // "auto", "btf_tracepoints", "tracepoints"
+// Whether this build has the syscall table the BTF raw tracepoints need (x86-64).
+bool btf_tracepoints_built();
 
 // Sends libbpf's messages (verifier logs included, line by line) to spdlog.
 void route_libbpf_logs_to_spdlog();

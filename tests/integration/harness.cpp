@@ -207,14 +207,17 @@ std::vector<nlohmann::json> with_path(const std::vector<nlohmann::json>& spans, 
 double duration_ms(const nlohmann::json& span) { return span["duration_ns"].get<double>() / 1e6; }
 
 std::vector<std::string> capture_path_flags() {
-  const char* path = std::getenv("EDGETRACE_TEST_CAPTURE_PATH");
-  if (path == nullptr || *path == '\0') return {};
-  return {"--capture-path", path};
+  std::vector<std::string> flags;
+  if (const char* path = std::getenv("EDGETRACE_TEST_CAPTURE_PATH"); path != nullptr && *path != '\0')
+    flags.insert(flags.end(), {"--capture-path", path});
+  if (const char* hooks = std::getenv("EDGETRACE_TEST_SYSCALL_HOOKS"); hooks != nullptr && *hooks != '\0')
+    flags.insert(flags.end(), {"--syscall-hooks", hooks});
+  return flags;
 }
 
 std::string capture_path_under_test() {
-  const auto flags = capture_path_flags();
-  return flags.empty() ? "syscalls" : flags[1];
+  const char* path = std::getenv("EDGETRACE_TEST_CAPTURE_PATH");
+  return path == nullptr || *path == '\0' ? "syscalls" : path;
 }
 
 TracedRun::TracedRun(std::vector<std::string> command, std::vector<std::string> extra_flags, SpawnOptions options)

@@ -64,8 +64,9 @@ int free_tcp_port();
 bool wait_for_port(int port, std::chrono::milliseconds timeout = 10s, bool ipv6 = false);
 
 std::filesystem::path edgetrace_binary();
-// {"--capture-path", P} when EDGETRACE_TEST_CAPTURE_PATH=P, else nothing: CMake registers
-// the capture tests once per capture path.
+// {"--capture-path", P} when EDGETRACE_TEST_CAPTURE_PATH=P and {"--syscall-hooks", H} when
+// EDGETRACE_TEST_SYSCALL_HOOKS=H, else nothing: CMake registers the capture tests once per
+// capture path and once more on the syscall path's fallback hooks.
 std::vector<std::string> capture_path_flags();
 // The capture path under test ("syscalls" unless EDGETRACE_TEST_CAPTURE_PATH says otherwise).
 std::string capture_path_under_test();

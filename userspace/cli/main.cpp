@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   std::optional<std::string> config_file;
   std::string output_text;
   std::string capture_path_text;
+  std::string syscall_hooks_text;
   std::vector<std::string> command;
   auto* run = app.add_subcommand("run", "Run a command in a new cgroup and trace it");
   run->add_option("--service-name", overrides.service_name, "service.name for the command's spans");
@@ -149,6 +150,8 @@ int main(int argc, char** argv) {
   run->add_flag("--no-inject", overrides.no_inject, "do not inject traceparent into outgoing requests");
   run->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)")
       ->check(CLI::IsMember({"auto", "syscalls", "sockets"}));
+  run->add_option("--syscall-hooks", syscall_hooks_text, "auto, btf_tracepoints or tracepoints (syscall path)")
+      ->check(CLI::IsMember({"auto", "btf_tracepoints", "tracepoints"}));
   run->add_option("command", command, "the command and its arguments, after --")->required();
 
   std::string agent_config;
@@ -157,6 +160,8 @@ int main(int argc, char** argv) {
   agent->add_option("--queue-dir", overrides.queue_dir, "directory of the disk spill queue");
   agent->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)")
       ->check(CLI::IsMember({"auto", "syscalls", "sockets"}));
+  agent->add_option("--syscall-hooks", syscall_hooks_text, "auto, btf_tracepoints or tracepoints (syscall path)")
+      ->check(CLI::IsMember({"auto", "btf_tracepoints", "tracepoints"}));
   agent->add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
@@ -169,6 +174,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (!output_text.empty()) overrides.output = parse_output_kind(output_text);
   if (!capture_path_text.empty()) overrides.capture_path = parse_capture_path(capture_path_text);
+  if (!syscall_hooks_text.empty()) overrides.syscall_hooks = parse_syscall_hooks(syscall_hooks_text);
 
   try {
     if (doctor->parsed()) return capabilities::run_doctor(std::cout);

@@ -20,6 +20,7 @@ AgentConfig resolve_config(const std::optional<std::string>& config_file, const 
   if (overrides.queue_dir) config.queue["dir"] = *overrides.queue_dir;
   if (overrides.no_inject) config.inject = false;
   if (overrides.capture_path) config.capture.path = *overrides.capture_path;
+  if (overrides.syscall_hooks) config.capture.syscall_hooks = *overrides.syscall_hooks;
   return config;
 }
 
@@ -95,6 +96,9 @@ TracingSession::TracingSession(const AgentConfig& config) {
       .sampler_mode = sampler.mode,
       .sampler_threshold = sampler.rejection_threshold,
       .plan_injection = config.inject,
+      .syscall_hooks = config.capture.syscall_hooks == SyscallHooksChoice::BtfTracepoints ? SyscallHooks::BtfTracepoints
+                       : config.capture.syscall_hooks == SyscallHooksChoice::Tracepoints ? SyscallHooks::SyscallTracepoints
+                                                                                          : SyscallHooks::Auto,
   };
   if (effective_capture_path(config) == CapturePath::Sockets) {
     probes_ = std::make_unique<SocketCaptureProbes>(capture_options);

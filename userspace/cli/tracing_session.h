@@ -25,6 +25,7 @@ struct SessionOverrides {
   std::optional<std::string> log_level;
   bool no_inject = false;
   std::optional<CapturePath> capture_path;
+  std::optional<SyscallHooksChoice> syscall_hooks;
 };
 
 // Applies flags over the file's values. Throws ConfigError.

@@ -54,6 +54,13 @@ CapturePath parse_capture_path(const std::string& text) {
   throw ConfigError("expected auto, syscalls or sockets, got '" + text + "'");
 }
 
+SyscallHooksChoice parse_syscall_hooks(const std::string& text) {
+  if (text == "auto") return SyscallHooksChoice::Auto;
+  if (text == "btf_tracepoints") return SyscallHooksChoice::BtfTracepoints;
+  if (text == "tracepoints") return SyscallHooksChoice::Tracepoints;
+  throw ConfigError("expected auto, btf_tracepoints or tracepoints, got '" + text + "'");
+}
+
 AgentConfig parse_config(const YAML::Node& root) {
   AgentConfig config;
   if (!root || root.IsNull()) return config;
@@ -76,12 +83,20 @@ AgentConfig parse_config(const YAML::Node& root) {
 
   if (const auto capture = root["capture"]) {
     require_map(capture, "capture");
-    reject_unknown_keys(capture, "capture", {"path", "bytes", "max_connections", "ring_buffer_bytes"});
+    reject_unknown_keys(capture, "capture", {"path", "syscall_hooks", "bytes", "max_connections", "ring_buffer_bytes"});
     if (capture["path"]) {
       try {
         config.capture.path = parse_capture_path(scalar<std::string>(capture["path"], "capture.path", "a string"));
       } catch (const ConfigError& error) {
         throw ConfigError(std::string("capture.path: ") + error.what());
+      }
+    }
+    if (capture["syscall_hooks"]) {
+      try {
+        config.capture.syscall_hooks =
+            parse_syscall_hooks(scalar<std::string>(capture["syscall_hooks"], "capture.syscall_hooks", "a string"));
+      } catch (const ConfigError& error) {
+        throw ConfigError(std::string("capture.syscall_hooks: ") + error.what());
       }
     }
     if (capture["bytes"]) config.capture.capture_bytes = power_of_two(capture["bytes"], "capture.bytes", 64, 1024);

@@ -24,8 +24,13 @@ enum class CapturePath {
   Sockets,   // cgroup socket programs: only the opted-in cgroups' sockets pay anything
 };
 
+// Which hooks the syscall path uses (mirrors SyscallHooks in probes/trace_probes.h, which the
+// config library does not link).
+enum class SyscallHooksChoice { Auto, BtfTracepoints, Tracepoints };
+
 struct CaptureConfig {
   CapturePath path = CapturePath::Auto;
+  SyscallHooksChoice syscall_hooks = SyscallHooksChoice::Auto;
   std::uint32_t capture_bytes = 512;
   std::uint32_t max_connections = 4096;
   std::uint32_t ring_buffer_bytes = 8u << 20;
@@ -62,5 +67,6 @@ AgentConfig parse_config(const YAML::Node& root);
 
 OutputKind parse_output_kind(const std::string& text);  // "console", "json", "otlp"
 CapturePath parse_capture_path(const std::string& text);  // "auto", "syscalls", "sockets"
+SyscallHooksChoice parse_syscall_hooks(const std::string& text);  // "auto", "btf_tracepoints", "tracepoints"
 
 }  // namespace edgetrace
