@@ -12,6 +12,7 @@ std::string_view hook_name(Hook hook) {
   switch (hook) {
     case Hook::SyscallTracepoint: return "syscall tracepoint";
     case Hook::RawTracepoint: return "raw tracepoint";
+    case Hook::BtfTracepoint: return "BTF raw tracepoint (tp_btf)";
     case Hook::Kprobe: return "kprobe";
     case Hook::Fentry: return "fentry";
     case Hook::Uprobe: return "uprobe";
@@ -35,6 +36,7 @@ std::string_view to_string(SyscallCapture capture) {
   switch (capture) {
     case SyscallCapture::Fentry: return "fentry";
     case SyscallCapture::Kprobe: return "kprobes";
+    case SyscallCapture::BtfTracepoint: return "BTF raw tracepoints (sys_enter/sys_exit)";
     case SyscallCapture::SyscallTracepoint: return "syscall tracepoints";
     case SyscallCapture::RawTracepoint: return "raw tracepoints (sys_enter/sys_exit)";
     case SyscallCapture::None: return "none";
@@ -63,17 +65,24 @@ bool supported(const std::vector<HookCheck>& hooks, Hook hook) {
 
 CapturePath choose_capture_path(const std::vector<HookCheck>& hooks) {
   CapturePath path;
-  // fentry costs least per call and sees typed arguments; kprobes come next; tracepoints are
-  // the stable ABI every kernel with CONFIG_FTRACE_SYSCALLS has.
-  constexpr std::pair<SyscallCapture, Hook> kPreference[] = {
+  // fentry costs least per call and sees typed arguments; kprobes come next. Both hook only
+  // the syscalls followed. BTF raw tracepoints see every syscall but cost ~30 ns each; a
+  // syscall tracepoint costs ~90 ns per followed syscall (docs/benchmarks.md).
+  constexpr std::pair<SyscallCapture, Hook> kCheapestFirst[] = {
       {SyscallCapture::Fentry, Hook::Fentry},
       {SyscallCapture::Kprobe, Hook::Kprobe},
+      {SyscallCapture::BtfTracepoint, Hook::BtfTracepoint},
       {SyscallCapture::SyscallTracepoint, Hook::SyscallTracepoint},
       {SyscallCapture::RawTracepoint, Hook::RawTracepoint},
   };
-  for (const auto& [capture, hook] : kPreference)
+  for (const auto& [capture, hook] : kCheapestFirst)
     if (supported(hooks, hook)) path.available.push_back(capture);
-  if (!path.available.empty()) path.syscall_capture = path.available.front();
+  for (const auto capture : path.available)
+    if (std::find(kImplementedSyscallCaptures.begin(), kImplementedSyscallCaptures.end(), capture) !=
+        kImplementedSyscallCaptures.end()) {
+      path.syscall_capture = capture;
+      break;
+    }
   path.context_injection = supported(hooks, Hook::SockOps) && supported(hooks, Hook::SkMsg);
   path.uprobes = supported(hooks, Hook::Uprobe);
   return path;
@@ -93,7 +102,9 @@ std::vector<std::string> find_missing_requirements(const KernelFacts& facts, con
   if (!supported(hooks, Hook::RingBuffer))
     missing.push_back("The kernel has no working BPF ring buffer (needs 5.8 or later).");
   if (choose_capture_path(hooks).syscall_capture == SyscallCapture::None)
-    missing.push_back("No syscall hook works here: fentry, kprobes, syscall tracepoints and raw tracepoints all failed.");
+    missing.push_back(
+        "No syscall hook the capture programs use works here: BTF raw tracepoints and syscall tracepoints both "
+        "failed.");
   if (!supported(hooks, Hook::TaskStorage))
     missing.push_back(
         "The syscall capture programs keep each traced thread's call in task storage and read the current task "
@@ -171,9 +182,8 @@ void print_report(const KernelCapabilities& capabilities, std::ostream& out) {
   std::vector<std::string> available;
   for (const auto capture : path.available) available.emplace_back(to_string(capture));
   out << fmt::format("\n  {:<22} {}\n", "syscall capture", to_string(path.syscall_capture));
-  out << fmt::format("  {:<22} {}\n", "  also available", available.size() > 1
-                                                              ? fmt::format("{}", fmt::join(available.begin() + 1, available.end(), ", "))
-                                                              : std::string("-"));
+  std::erase(available, std::string(to_string(path.syscall_capture)));
+  out << fmt::format("  {:<22} {}\n", "  also working", available.empty() ? std::string("-") : fmt::format("{}", fmt::join(available, ", ")));
   out << fmt::format("  {:<22} {}\n", "context injection", path.context_injection ? "yes (sockops + sk_msg)" : "no");
   out << fmt::format("  {:<22} {}\n", "library uprobes", yes_no(path.uprobes));
 

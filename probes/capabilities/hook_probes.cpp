@@ -208,6 +208,29 @@ struct BtfDeleter {
 };
 using BtfPtr = std::unique_ptr<btf, BtfDeleter>;
 
+// What the capture programs attach to when they can: sys_enter as a BTF raw tracepoint
+// (BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP). Needs no tracefs and no trampoline.
+HookCheck check_btf_tracepoint(const KernelFacts& facts) {
+  constexpr Hook hook = Hook::BtfTracepoint;
+  if (!facts.btf_present) return refused(hook, "needs kernel BTF (/sys/kernel/btf/vmlinux), which is absent");
+  BtfPtr vmlinux(btf__load_vmlinux_btf());
+  if (!vmlinux) return refused(hook, "cannot parse kernel BTF: " + errno_text(errno));
+  const std::int32_t btf_id = btf__find_by_name_kind(vmlinux.get(), "btf_trace_sys_enter", BTF_KIND_TYPEDEF);
+  if (btf_id <= 0) return refused(hook, "not supported: kernel BTF has no btf_trace_sys_enter");
+  FireCounter counter;
+  if (!counter.valid()) return refused(hook, counter.error());
+  bpf_prog_load_opts opts{};
+  opts.expected_attach_type = BPF_TRACE_RAW_TP;
+  opts.attach_btf_id = static_cast<std::uint32_t>(btf_id);
+  const auto insns = counter.program(0);
+  auto program = load_program(BPF_PROG_TYPE_TRACING, "et_caps_tp_btf", insns, opts);
+  if (!program.fd) return refused(hook, "tp_btf sys_enter: " + program.error);
+  const int link = bpf_raw_tracepoint_open(nullptr, program.fd.get());
+  if (link < 0) return refused(hook, "attach to tp_btf sys_enter refused: " + errno_text(-link));
+  UniqueFd link_fd(link);
+  return judge_firing(hook, counter, "tp_btf sys_enter", trigger_syscalls);
+}
+
 HookCheck check_fentry(const KernelFacts& facts) {
   constexpr Hook hook = Hook::Fentry;
   if (!facts.btf_present) return refused(hook, "needs kernel BTF (/sys/kernel/btf/vmlinux), which is absent");
@@ -771,6 +794,7 @@ std::vector<HookCheck> probe_hooks(const KernelFacts& facts) {
   std::vector<HookCheck> checks;
   checks.push_back(check_syscall_tracepoint(facts));
   checks.push_back(check_raw_tracepoint());
+  checks.push_back(check_btf_tracepoint(facts));
   checks.push_back(check_kprobe(facts));
   checks.push_back(check_fentry(facts));
   checks.push_back(check_uprobe(facts));

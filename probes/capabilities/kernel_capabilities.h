@@ -3,6 +3,7 @@
 // features freely (this VM has 6.18 without kprobes; Debian's 6.1 has them).
 #pragma once
 
+#include <array>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -42,6 +43,7 @@ struct KernelFacts {
 enum class Hook {
   SyscallTracepoint,
   RawTracepoint,
+  BtfTracepoint,
   Kprobe,
   Fentry,
   Uprobe,
@@ -69,14 +71,25 @@ struct HookCheck {
   std::string detail;
 };
 
-// How the agent sees syscalls, best first: fentry > kprobe > syscall tracepoint > raw tracepoint.
-enum class SyscallCapture { Fentry, Kprobe, SyscallTracepoint, RawTracepoint, None };
+// Ways to see syscalls, cheapest first: fentry > kprobe > BTF raw tracepoint > syscall
+// tracepoint > raw tracepoint. The capture programs exist for two of them (see
+// kImplementedSyscallCaptures); the others are reported for what they would allow.
+enum class SyscallCapture { Fentry, Kprobe, BtfTracepoint, SyscallTracepoint, RawTracepoint, None };
 
 std::string_view to_string(SyscallCapture capture);
 
+// The hooks bpf/http_capture.bpf.c has programs for, in the order the agent tries them
+// (probes/trace_probes.cpp). The BTF raw tracepoints need the syscall table, x86-64 only.
+#if defined(__x86_64__)
+inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::BtfTracepoint, SyscallCapture::SyscallTracepoint};
+#else
+inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::SyscallTracepoint};
+#endif
+
 struct CapturePath {
+  // What the agent will use: the first working hook it has capture programs for.
   SyscallCapture syscall_capture = SyscallCapture::None;
-  std::vector<SyscallCapture> available;  // every working syscall hook, preference order
+  std::vector<SyscallCapture> available;  // every working syscall hook, cheapest first
   bool context_injection = false;         // sockops + sk_msg both work
   bool uprobes = false;                   // library hooks (TLS) available
 };
