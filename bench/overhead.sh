@@ -149,7 +149,7 @@ if ((kernel_ns)); then
 import json, sys
 programs = json.load(open(sys.argv[1]))
 requests = int(sys.argv[2])
-ours = [p for p in programs if p.get("name", "").startswith(("enter_", "exit_", "on_fork", "et_", "socket_"))]
+ours = [p for p in programs if p.get("name", "").startswith(("enter_", "exit_", "on_", "et_", "socket_"))]
 total = sum(p.get("run_time_ns", 0) for p in ours)
 print(f"{sys.argv[3]:<14} {total / requests:8.0f} ns/request over {requests} requests "
       f"({len(ours)} programs; per-program mean ns: " +

@@ -26,7 +26,9 @@ check() { local name=$1; shift; if "$@"; then echo "vm: PASS $name"; else echo "
 sed 's/^/vm: doctor| /' /tmp/doctor.txt
 check "doctor says kprobes load here" grep -qE "^ +kprobe +yes" /tmp/doctor.txt
 check "doctor says fentry loads here" grep -qE "^ +fentry +yes" /tmp/doctor.txt
-check "doctor chooses fentry" grep -qE "syscall capture +fentry" /tmp/doctor.txt
+# fentry and kprobes are listed as working; the capture programs exist for BTF raw
+# tracepoints and syscall tracepoints, and the doctor names the one the agent will use.
+check "doctor chooses BTF raw tracepoints" grep -qE "syscall capture +BTF raw tracepoints" /tmp/doctor.txt
 check "capability suite" "$build/tests/capabilities/capabilities_tests" --gtest_brief=1
 
 # Each capture path on this older kernel: trace a real server, expect its span.
@@ -60,9 +62,13 @@ trace_server() {
   tail -3 "/tmp/agent-$port.log" | sed "s/^/vm: $name| /"
   check "$name captures a span on $(uname -r)" grep -q '"url.path":"/vm"' "/tmp/spans-$port.json"
 }
+# The syscall path's fallback hooks too: the default BTF raw tracepoints leave them unused.
 # The socket path first: its two programs verify much faster than the syscall path's.
 trace_server "socket path" 18081 --capture-path sockets --no-inject
 trace_server "syscall path" 18080
+check "syscall path attached BTF raw tracepoints" grep -q "capture programs attached: BTF raw tracepoints" /tmp/agent-18080.log
+trace_server "syscall path on syscall tracepoints" 18082 --syscall-hooks tracepoints
+check "fallback attached syscall tracepoints" grep -q "capture programs attached: syscall tracepoints" /tmp/agent-18082.log
 
 if ((failures == 0)); then echo "VM RESULT: PASS"; else echo "VM RESULT: FAIL ($failures)"; fi
 poweroff -f
