@@ -95,7 +95,10 @@ struct et_http_exchange {
   __u8 remote_addr[16];
 
   /* CLOCK_MONOTONIC nanoseconds. Server: first request byte read .. last response byte
-   * written. Client: first request byte written .. last response byte read. */
+   * written. Client: first request byte written .. last response byte read.
+   * response_start_ns is when the response began to be seen, as each path can tell it
+   * cheaply (the syscall path takes a server's at the end of its first response write,
+   * without a clock read at the write's entry); spans do not use it. */
   __u64 request_start_ns;
   __u64 request_end_ns;
   __u64 response_start_ns;

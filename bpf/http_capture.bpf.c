@@ -56,7 +56,7 @@ enum io_kind { IO_BUFFER = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
 /* Arguments of a read or write in flight, from syscall entry to exit. */
 struct io_args {
   __u64 buffer; /* the buffer, the iovec array or the msghdr */
-  __u64 enter_ns; /* sends only */
+  __u64 enter_ns; /* a send that may be a client's; 0 for a server's (no clock read) */
   __u32 fd;
   __u32 kind; /* enum io_kind */
   __u32 iovec_count;
@@ -639,11 +639,13 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
   if (!thread->started) adopt_forked_context(thread, (__u32)pid_tgid);
   struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  /* A send's data starts leaving at entry, unless it is more of a response head sampling
-   * turned down; a read's arrives at exit, which reads its own clock (~60 ns a read on
-   * this VM, bench/overhead.sh --kernel-detail). */
+  /* A client's request starts leaving at its send's entry: the one clock read at an entry
+   * (~60 ns here, bench/overhead.sh --kernel-detail). A read's data arrives at exit, which
+   * reads its own clock, and a server's send needs none here: spans end at the response's
+   * last byte, taken at exit (complete_io). */
   bool unsampled_response = !ingress && conn && is_response_side(conn, false) && exchange_unsampled(conn);
-  __u64 now = !ingress && !unsampled_response ? bpf_ktime_get_ns() : 0;
+  bool maybe_client_send = !ingress && (!conn || conn->exchange.role != ET_ROLE_SERVER);
+  __u64 now = maybe_client_send ? bpf_ktime_get_ns() : 0;
   /* A server's response that head sampling turned down only has to move the exchange to its
    * response phase, so that the server's next read closes it: done here, the exit then skips
    * the connection lookup. Early by a syscall when the send fails, which changes nothing: the
@@ -748,9 +750,10 @@ static __always_inline int complete_io(__s64 returned) {
   }
   /* More of a response that is only counted needs no time (see remember_io). */
   __u64 now = response_side_now && unsampled ? 0 : bpf_ktime_get_ns();
-  /* Client: the request begins when it starts writing it; server: the response when it
-   * starts writing it. A client's response begins when its first byte is handed over. */
-  __u64 start = io.ingress ? now : io.enter_ns;
+  /* Client: the request begins when it starts writing it (the entry's clock); a server's
+   * response, whose entry reads no clock, when its first write ends. A client's response
+   * begins when its first byte is handed over. */
+  __u64 start = io.ingress || !io.enter_ns ? now : io.enter_ns;
   if (request_side)
     on_request_bytes(conn, thread, &io, returned, first_word, start, now, 0);
   else
@@ -799,8 +802,9 @@ static __always_inline __u64 syscall_arg1(const struct pt_regs *regs) { return r
 static __always_inline __u64 syscall_arg2(const struct pt_regs *regs) { return regs->dx; }
 #define TS_COMPAT 0x0002
 static __always_inline bool native_syscall(const struct task_struct *task) { return !(task->thread_info.status & TS_COMPAT); }
+/* Unsigned: a skipped syscall's number is -1 (seccomp, ptrace), and x32's carry bit 30. */
 static __always_inline bool possibly_followed(long nr) {
-  return nr < 64 ? (FOLLOWED_BELOW_64 >> nr) & 1 : nr == NR_ACCEPT4;
+  return (unsigned long)nr < 64 ? (FOLLOWED_BELOW_64 >> nr) & 1 : nr == NR_ACCEPT4;
 }
 #else
 /* Only x86-64 has the table (and the compat test) here: elsewhere the syscall tracepoints,
