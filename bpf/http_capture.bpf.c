@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Syscall capture of HTTP/1.x exchanges for opted-in processes.
  *
- * Two sets of hooks, one loaded (probes/trace_probes.cpp chooses): two BTF raw tracepoints
- * on sys_enter/sys_exit that see every syscall and pick out the dozen we follow, or, where
- * those cannot load, one syscall tracepoint per syscall followed. Both call the same
- * handlers. Every handler starts with the opt-in check, because these hooks fire for every
+ * Three sets of hooks, one loaded (probes/trace_probes.cpp chooses, in this order):
+ * fentry/fexit on the followed syscalls' functions; two BTF raw tracepoints on
+ * sys_enter/sys_exit that see every syscall and pick out the dozen we follow; one syscall
+ * tracepoint per syscall followed. All call the same handlers. Every handler starts with the opt-in check, because these hooks fire for every
  * process on the host: it costs an untraced thread one helper call and a per-CPU lookup
  * (current_is_traced), and its syscall exits one more (complete_io). For a traced
  * connection the kernel keeps a small state machine (idle -> request -> response) and
@@ -863,8 +863,49 @@ int BPF_PROG(on_syscall_exit, struct pt_regs *regs, long ret) {
   }
 }
 
-/* The same handlers on syscall tracepoints, one per syscall, where BTF raw tracepoints are
- * refused. Programs take `void *` and cast: Linux 6.1's verifier refuses a typed context
+#if defined(__TARGET_ARCH_x86)
+/* fentry/fexit on the x86-64 syscall functions, where the kernel allows them (Debian's 6.1,
+ * not this VM): only the followed syscalls pay anything, and no other syscall is put on the
+ * slow entry path as any sys_enter/sys_exit hook does. Each function's one argument is the
+ * caller's saved registers; the 32-bit entry points (__ia32_sys_*) are other functions. */
+#define FENTRY_IO(name, kind, ingress)                                                  \
+  SEC("fentry/__x64_sys_" #name)                                                        \
+  int BPF_PROG(fentry_##name, const struct pt_regs *regs) {                             \
+    return remember_io((__u32)syscall_arg0(regs), syscall_arg1(regs), kind, syscall_arg2(regs), ingress); \
+  }                                                                                     \
+  SEC("fexit/__x64_sys_" #name)                                                         \
+  int BPF_PROG(fexit_##name, const struct pt_regs *regs, long ret) { return complete_io(ret); }
+
+FENTRY_IO(read, IO_BUFFER, 1)
+FENTRY_IO(recvfrom, IO_BUFFER, 1)
+FENTRY_IO(readv, IO_IOVEC, 1)
+FENTRY_IO(recvmsg, IO_MSGHDR, 1)
+FENTRY_IO(write, IO_BUFFER, 0)
+FENTRY_IO(sendto, IO_BUFFER, 0)
+FENTRY_IO(writev, IO_IOVEC, 0)
+FENTRY_IO(sendmsg, IO_MSGHDR, 0)
+
+SEC("fexit/__x64_sys_accept")
+int BPF_PROG(fexit_accept, const struct pt_regs *regs, long ret) {
+  return ret < 0 ? 0 : track_new_connection((__u32)ret, ET_ROLE_SERVER);
+}
+
+SEC("fexit/__x64_sys_accept4")
+int BPF_PROG(fexit_accept4, const struct pt_regs *regs, long ret) {
+  return ret < 0 ? 0 : track_new_connection((__u32)ret, ET_ROLE_SERVER);
+}
+
+SEC("fentry/__x64_sys_connect")
+int BPF_PROG(fentry_connect, const struct pt_regs *regs) {
+  return track_new_connection((__u32)syscall_arg0(regs), ET_ROLE_CLIENT);
+}
+
+SEC("fentry/__x64_sys_close")
+int BPF_PROG(fentry_close, const struct pt_regs *regs) { return before_close((__u32)syscall_arg0(regs)); }
+#endif
+
+/* The same handlers on syscall tracepoints, one per syscall, where neither of the above
+ * loads. Programs take `void *` and cast: Linux 6.1's verifier refuses a typed context
  * argument in an object that also has global subprograms. */
 #define IO_PROBES(name, kind, ingress)                                                   \
   SEC("tracepoint/syscalls/sys_enter_" #name)                                           \
@@ -915,15 +956,25 @@ int enter_close(void *raw) {
 
 /* Threads and processes started while serving a request inherit its context, so their
  * outgoing requests become its children. */
-SEC("tracepoint/sched/sched_process_fork")
-int on_fork(void *raw) {
-  const struct trace_event_raw_sched_process_fork *ctx = raw;
+static __always_inline int hand_down_context(__u32 child) {
   struct task_struct *task = bpf_get_current_task_btf();
   if (!current_is_traced(task) || !task->bpf_storage) return 0;
   struct thread_state *parent = bpf_task_storage_get(&io_in_flight, task, 0, 0);
   if (!parent || !parent->context.server.tgid) return 0;
   struct thread_context copy = parent->context;
-  __u32 child = (__u32)ctx->child_pid;
   bpf_map_update_elem(&forked_contexts, &child, &copy, BPF_ANY);
   return 0;
+}
+
+/* With the syscall tracepoints (tracefs is needed anyway). */
+SEC("tracepoint/sched/sched_process_fork")
+int on_fork(void *raw) {
+  const struct trace_event_raw_sched_process_fork *ctx = raw;
+  return hand_down_context((__u32)ctx->child_pid);
+}
+
+/* With fentry or the BTF raw tracepoints, which need no tracefs. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork_btf, struct task_struct *parent, struct task_struct *child) {
+  return hand_down_context((__u32)child->pid);
 }

@@ -153,6 +153,7 @@ void HttpCaptureProbes::SkeletonDeleter::operator()(http_capture_bpf* skeleton) 
 std::string_view to_string(SyscallHooks hooks) {
   switch (hooks) {
     case SyscallHooks::Auto: return "auto";
+    case SyscallHooks::Fentry: return "fentry";
     case SyscallHooks::BtfTracepoints: return "btf_tracepoints";
     case SyscallHooks::SyscallTracepoints: return "tracepoints";
   }
@@ -167,25 +168,48 @@ bool btf_tracepoints_built() {
 #endif
 }
 
+namespace {
+
+// Whether a program of bpf/http_capture.bpf.c belongs to a hook set, by its name.
+bool in_hook_set(std::string_view program, SyscallHooks hooks) {
+  const bool tracepoints = hooks == SyscallHooks::SyscallTracepoints;
+  // The fork hook: a tracepoint where tracefs is needed anyway, else a BTF raw tracepoint.
+  if (program == "on_fork") return tracepoints;
+  if (program == "on_fork_btf") return !tracepoints;
+  if (program.starts_with("fentry_") || program.starts_with("fexit_")) return hooks == SyscallHooks::Fentry;
+  if (program.starts_with("on_syscall_")) return hooks == SyscallHooks::BtfTracepoints;
+  return tracepoints;  // enter_*, exit_*
+}
+
+std::string_view attached_description(SyscallHooks hooks) {
+  switch (hooks) {
+    case SyscallHooks::Fentry: return "fentry/fexit on the followed syscalls";
+    case SyscallHooks::BtfTracepoints: return "BTF raw tracepoints on sys_enter/sys_exit";
+    default: return "syscall tracepoints";
+  }
+}
+
+// While a hook set that may well be refused is tried, libbpf's complaints go to the debug log
+// only: the fallback that follows is the expected outcome on kernels without it.
+int forward_libbpf_log_quietly(enum libbpf_print_level, const char* format, va_list args) {
+  return forward_libbpf_log(LIBBPF_DEBUG, format, args);
+}
+
+}  // namespace
+
 HttpCaptureProbes::Skeleton HttpCaptureProbes::load_and_attach(const CaptureOptions& options, SyscallHooks hooks) {
   Skeleton skeleton(http_capture_bpf::open());
   if (!skeleton) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
   apply_shared_capture_options(*skeleton, options);
   skeleton->rodata->inject_enabled = options.plan_injection ? 1 : 0;
   bpf_map__set_max_entries(skeleton->maps.conns, options.max_connections);
-  // Both hook sets live in one object; only the chosen one is loaded (and so attached).
-  const bool btf = hooks == SyscallHooks::BtfTracepoints;
+  // The sets live in one object; only the chosen one is loaded (and so attached).
   bpf_program* program = nullptr;
-  bpf_object__for_each_program(program, skeleton->obj) {
-    const bool btf_program = program == skeleton->progs.on_syscall_enter || program == skeleton->progs.on_syscall_exit;
-    // on_fork (sched_process_fork) serves both.
-    const bool shared = program == skeleton->progs.on_fork;
-    bpf_program__set_autoload(program, shared || btf_program == btf);
-  }
+  bpf_object__for_each_program(program, skeleton->obj) bpf_program__set_autoload(program, in_hook_set(bpf_program__name(program), hooks));
   if (int err = http_capture_bpf::load(skeleton.get()); err != 0)
     throw std::runtime_error("the kernel refused the capture programs on " + std::string(to_string(hooks)) + " (" +
                              errno_text(err) + "); run with --log-level debug for the verifier log");
-  if (!btf) ensure_tracefs_mounted();
+  if (hooks == SyscallHooks::SyscallTracepoints) ensure_tracefs_mounted();
   if (int err = http_capture_bpf::attach(skeleton.get()); err != 0)
     throw std::runtime_error("cannot attach the capture programs on " + std::string(to_string(hooks)) + ": " +
                              errno_text(err));
@@ -196,24 +220,31 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
   validate_capture_options(options);
   route_libbpf_logs_to_spdlog();
   hooks_ = options.syscall_hooks;
-  if (hooks_ == SyscallHooks::BtfTracepoints && !btf_tracepoints_built())
-    throw std::runtime_error("capture.syscall_hooks btf_tracepoints: this build knows syscall numbers on x86-64 only");
+  if ((hooks_ == SyscallHooks::Fentry || hooks_ == SyscallHooks::BtfTracepoints) && !btf_tracepoints_built())
+    throw std::runtime_error("capture.syscall_hooks " + std::string(to_string(hooks_)) +
+                             ": this build has those programs on x86-64 only");
   if (hooks_ == SyscallHooks::Auto) {
     hooks_ = SyscallHooks::SyscallTracepoints;
+    // Cheapest first (docs/architecture.md, "Which hooks"); the last one is tried below with
+    // its errors in full.
     if (btf_tracepoints_built()) {
-      // Two hooks on every syscall cost this VM less than two per followed syscall
-      // (docs/benchmarks.md, bench/syscall_tax.sh).
-      try {
-        skeleton_ = load_and_attach(options, SyscallHooks::BtfTracepoints);
-        hooks_ = SyscallHooks::BtfTracepoints;
-      } catch (const std::runtime_error& error) {
-        spdlog::warn("{}; using syscall tracepoints instead", error.what());
+      for (const auto candidate : {SyscallHooks::Fentry, SyscallHooks::BtfTracepoints}) {
+        libbpf_set_print(forward_libbpf_log_quietly);
+        try {
+          skeleton_ = load_and_attach(options, candidate);
+        } catch (const std::runtime_error& error) {
+          spdlog::info("{}; trying the next hooks", error.what());
+        }
+        route_libbpf_logs_to_spdlog();
+        if (skeleton_) {
+          hooks_ = candidate;
+          break;
+        }
       }
     }
   }
   if (!skeleton_) skeleton_ = load_and_attach(options, hooks_);
-  spdlog::info("capture programs attached: {}, capture {} bytes per side, {} connections",
-               hooks_ == SyscallHooks::BtfTracepoints ? "BTF raw tracepoints on sys_enter/sys_exit" : "syscall tracepoints",
+  spdlog::info("capture programs attached: {}, capture {} bytes per side, {} connections", attached_description(hooks_),
                options.capture_bytes, options.max_connections);
 }
 

@@ -16,8 +16,9 @@ namespace edgetrace {
 
 // Which hooks the syscall path loads (bpf/http_capture.bpf.c has both sets).
 enum class SyscallHooks {
-  Auto,             // BTF raw tracepoints where the kernel takes them, else syscall tracepoints
-  BtfTracepoints,   // tp_btf on sys_enter/sys_exit: ~30 ns per syscall each, host-wide
+  Auto,                // the first of the three below the kernel takes
+  Fentry,              // fentry/fexit on the followed syscalls only (x86-64 builds)
+  BtfTracepoints,      // tp_btf on sys_enter/sys_exit: ~30 ns per syscall each, host-wide
   SyscallTracepoints,  // one tracepoint per syscall followed: ~90 ns per followed syscall each
 };
 
@@ -76,7 +77,7 @@ class HttpCaptureProbes final : public CaptureProbes {
   [[nodiscard]] int inject_plans_fd() const;
   [[nodiscard]] KernelCounters counters() const override;
   [[nodiscard]] std::uint32_t capture_bytes() const override { return capture_bytes_; }
-  // BtfTracepoints or SyscallTracepoints: what was loaded, never Auto.
+  // What was loaded, never Auto.
   [[nodiscard]] SyscallHooks hooks() const { return hooks_; }
 
  private:
@@ -96,8 +97,9 @@ class HttpCaptureProbes final : public CaptureProbes {
   std::uint32_t pid_count_ = 0;
 };
 
-std::string_view to_string(SyscallHooks hooks);  // "auto", "btf_tracepoints", "tracepoints"
-// Whether this build has the syscall table the BTF raw tracepoints need (x86-64).
+std::string_view to_string(SyscallHooks hooks);  // "auto", "fentry", "btf_tracepoints", "tracepoints"
+// Whether this build has the fentry programs and the syscall table the BTF raw tracepoints
+// need (x86-64 only).
 bool btf_tracepoints_built();
 
 // Sends libbpf's messages (verifier logs included, line by line) to spdlog.

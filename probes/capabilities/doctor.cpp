@@ -103,8 +103,8 @@ std::vector<std::string> find_missing_requirements(const KernelFacts& facts, con
     missing.push_back("The kernel has no working BPF ring buffer (needs 5.8 or later).");
   if (choose_capture_path(hooks).syscall_capture == SyscallCapture::None)
     missing.push_back(
-        "No syscall hook the capture programs use works here: BTF raw tracepoints and syscall tracepoints both "
-        "failed.");
+        "No syscall hook the capture programs use works here: fentry, BTF raw tracepoints and syscall "
+        "tracepoints all failed.");
   if (!supported(hooks, Hook::TaskStorage))
     missing.push_back(
         "The syscall capture programs keep each traced thread's call in task storage and read the current task "

@@ -72,16 +72,18 @@ struct HookCheck {
 };
 
 // Ways to see syscalls, cheapest first: fentry > kprobe > BTF raw tracepoint > syscall
-// tracepoint > raw tracepoint. The capture programs exist for two of them (see
+// tracepoint > raw tracepoint. The capture programs exist for three of them (see
 // kImplementedSyscallCaptures); the others are reported for what they would allow.
 enum class SyscallCapture { Fentry, Kprobe, BtfTracepoint, SyscallTracepoint, RawTracepoint, None };
 
 std::string_view to_string(SyscallCapture capture);
 
 // The hooks bpf/http_capture.bpf.c has programs for, in the order the agent tries them
-// (probes/trace_probes.cpp). The BTF raw tracepoints need the syscall table, x86-64 only.
+// (probes/trace_probes.cpp). fentry (on __x64_sys_*) and the BTF raw tracepoints (with their
+// syscall table) are x86-64 only.
 #if defined(__x86_64__)
-inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::BtfTracepoint, SyscallCapture::SyscallTracepoint};
+inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::Fentry, SyscallCapture::BtfTracepoint,
+                                                        SyscallCapture::SyscallTracepoint};
 #else
 inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::SyscallTracepoint};
 #endif

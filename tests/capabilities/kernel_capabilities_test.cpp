@@ -175,13 +175,11 @@ TEST_F(KernelCapabilitiesTest, EveryCheckExplainsItself) {
 
 TEST_F(KernelCapabilitiesTest, CapturePathIsTheFirstWorkingHookTheAgentHasProgramsFor) {
   const auto& path = caps().capture_path;
-  // Both hooks the capture programs use load on this VM and on Debian's 6.1; fentry and
-  // kprobes, where they work, are listed but not used.
+  // BTF raw tracepoints load on this VM and on Debian's 6.1; fentry only on the latter, where
+  // it comes first. kprobes, where they work, are listed but not used.
   EXPECT_TRUE(caps().supports(Hook::BtfTracepoint)) << caps().find(Hook::BtfTracepoint)->detail;
-  EXPECT_EQ(path.syscall_capture, kImplementedSyscallCaptures.front()) << to_string(path.syscall_capture);
-  if (caps().supports(Hook::Fentry)) {
-    EXPECT_EQ(path.available.front(), SyscallCapture::Fentry);
-  }
+  const auto expected = caps().supports(Hook::Fentry) ? SyscallCapture::Fentry : SyscallCapture::BtfTracepoint;
+  EXPECT_EQ(path.syscall_capture, expected) << to_string(path.syscall_capture);
   EXPECT_TRUE(path.context_injection);
   EXPECT_TRUE(path.uprobes);
   EXPECT_TRUE(caps().ready()) << (caps().missing_requirements.empty() ? "" : caps().missing_requirements.front());
@@ -205,13 +203,18 @@ TEST(ChooseCapturePath, ListsEveryWorkingHookCheapestFirstAndUsesAnImplementedOn
                                                          SyscallCapture::SyscallTracepoint,
                                                          SyscallCapture::RawTracepoint}));
   EXPECT_EQ(path.syscall_capture, kImplementedSyscallCaptures.front());
-  // Without BTF raw tracepoints: syscall tracepoints, even where fentry works.
-  path = choose_capture_path({fake(Hook::Fentry, true), fake(Hook::BtfTracepoint, false), fake(Hook::SyscallTracepoint, true)});
+  // This VM: no fentry, no kprobes.
+  path = choose_capture_path({fake(Hook::Fentry, false), fake(Hook::Kprobe, false), fake(Hook::BtfTracepoint, true),
+                              fake(Hook::SyscallTracepoint, true)});
+  EXPECT_EQ(path.syscall_capture, kImplementedSyscallCaptures.size() > 1 ? SyscallCapture::BtfTracepoint
+                                                                          : SyscallCapture::SyscallTracepoint);
+  // Without fentry and BTF raw tracepoints: syscall tracepoints, even where kprobes work.
+  path = choose_capture_path({fake(Hook::Kprobe, true), fake(Hook::BtfTracepoint, false), fake(Hook::SyscallTracepoint, true)});
   EXPECT_EQ(path.syscall_capture, SyscallCapture::SyscallTracepoint);
   // Hooks the agent has no programs for do not make a capture path.
-  path = choose_capture_path({fake(Hook::Fentry, true), fake(Hook::Kprobe, true), fake(Hook::RawTracepoint, true)});
+  path = choose_capture_path({fake(Hook::Kprobe, true), fake(Hook::RawTracepoint, true)});
   EXPECT_EQ(path.syscall_capture, SyscallCapture::None);
-  EXPECT_EQ(path.available.size(), 3u);
+  EXPECT_EQ(path.available.size(), 2u);
   path = choose_capture_path({fake(Hook::Fentry, false)});
   EXPECT_EQ(path.syscall_capture, SyscallCapture::None);
   EXPECT_TRUE(path.available.empty());

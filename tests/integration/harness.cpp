@@ -106,9 +106,18 @@ void Subprocess::write_stdin(std::string_view text) {
 
 void Subprocess::signal(int signo) { ::kill(pid_, signo); }
 
+std::chrono::milliseconds scaled(std::chrono::milliseconds timeout) {
+  static const int scale = [] {
+    const char* text = std::getenv("EDGETRACE_TEST_TIME_SCALE");
+    const int value = text != nullptr ? std::atoi(text) : 1;
+    return value >= 1 ? value : 1;
+  }();
+  return timeout * scale;
+}
+
 std::optional<int> Subprocess::wait(std::chrono::milliseconds timeout) {
   if (exit_code_) return exit_code_;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -129,7 +138,7 @@ std::vector<std::string> Subprocess::lines() const {
 bool Subprocess::wait_for_lines(std::size_t count, std::chrono::milliseconds timeout,
                                 const std::function<bool(const std::string&)>& predicate) const {
   std::unique_lock lock(mutex_);
-  return changed_.wait_for(lock, timeout, [&] {
+  return changed_.wait_for(lock, scaled(timeout), [&] {
     std::size_t matching = 0;
     for (const auto& line : lines_)
       if (!predicate || predicate(line)) ++matching;
@@ -163,7 +172,7 @@ int free_tcp_port() {
 }
 
 bool wait_for_port(int port, std::chrono::milliseconds timeout, bool ipv6) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   while (std::chrono::steady_clock::now() < deadline) {
     const int fd = ::socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
     int rc;

@@ -62,6 +62,10 @@ CommandResult run_command(std::vector<std::string> argv, std::chrono::millisecon
 
 int free_tcp_port();
 bool wait_for_port(int port, std::chrono::milliseconds timeout = 10s, bool ipv6 = false);
+// A wait's limit times EDGETRACE_TEST_TIME_SCALE (default 1): the 6.1 guest under software
+// emulation (vm-tests) takes half a minute to verify the capture programs at each start.
+// Subprocess::wait, wait_for_lines and wait_for_port apply it; durations asserted are not scaled.
+std::chrono::milliseconds scaled(std::chrono::milliseconds timeout);
 
 std::filesystem::path edgetrace_binary();
 // {"--capture-path", P} when EDGETRACE_TEST_CAPTURE_PATH=P and {"--syscall-hooks", H} when

@@ -49,6 +49,16 @@ CapturePath effective_capture_path(const AgentConfig& config) {
 
 namespace {
 
+SyscallHooks to_syscall_hooks(SyscallHooksChoice choice) {
+  switch (choice) {
+    case SyscallHooksChoice::Fentry: return SyscallHooks::Fentry;
+    case SyscallHooksChoice::BtfTracepoints: return SyscallHooks::BtfTracepoints;
+    case SyscallHooksChoice::Tracepoints: return SyscallHooks::SyscallTracepoints;
+    case SyscallHooksChoice::Auto: break;
+  }
+  return SyscallHooks::Auto;
+}
+
 QueueConfig queue_config_for(const AgentConfig& config, bool run_command) {
   auto queue = parse_queue_config(config.queue);
   // Several `run` sessions can live side by side: each gets its own default directory,
@@ -96,9 +106,7 @@ TracingSession::TracingSession(const AgentConfig& config) {
       .sampler_mode = sampler.mode,
       .sampler_threshold = sampler.rejection_threshold,
       .plan_injection = config.inject,
-      .syscall_hooks = config.capture.syscall_hooks == SyscallHooksChoice::BtfTracepoints ? SyscallHooks::BtfTracepoints
-                       : config.capture.syscall_hooks == SyscallHooksChoice::Tracepoints ? SyscallHooks::SyscallTracepoints
-                                                                                          : SyscallHooks::Auto,
+      .syscall_hooks = to_syscall_hooks(config.capture.syscall_hooks),
   };
   if (effective_capture_path(config) == CapturePath::Sockets) {
     probes_ = std::make_unique<SocketCaptureProbes>(capture_options);
