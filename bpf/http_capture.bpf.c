@@ -783,6 +783,22 @@ static __always_inline int before_close(__u32 fd) {
   return 0;
 }
 
+/* The reads and writes followed, each with how its buffer argument is read and whether it
+ * brings data in: every per-syscall hook set is generated from this one list. */
+#define FOLLOWED_IO_SYSCALLS(X) \
+  X(read, IO_BUFFER, 1)         \
+  X(recvfrom, IO_BUFFER, 1)     \
+  X(readv, IO_IOVEC, 1)         \
+  X(recvmsg, IO_MSGHDR, 1)      \
+  X(write, IO_BUFFER, 0)        \
+  X(sendto, IO_BUFFER, 0)       \
+  X(writev, IO_IOVEC, 0)        \
+  X(sendmsg, IO_MSGHDR, 0)
+
+static __always_inline int after_accept(long ret) {
+  return ret < 0 ? 0 : track_new_connection((__u32)ret, ET_ROLE_SERVER);
+}
+
 /* The syscalls followed, by number, for the two hooks that see every syscall. A 32-bit
  * (compat) syscall uses another table: it is left alone (native_syscall), as the syscall
  * tracepoints leave it. */
@@ -852,9 +868,7 @@ int BPF_PROG(on_syscall_exit, struct pt_regs *regs, long ret) {
   if (!possibly_followed(nr)) return 0;
   switch (nr) {
     case NR_ACCEPT:
-    case NR_ACCEPT4:
-      if (ret < 0 || !native_syscall(bpf_get_current_task_btf())) return 0;
-      return track_new_connection((__u32)ret, ET_ROLE_SERVER);
+    case NR_ACCEPT4: return native_syscall(bpf_get_current_task_btf()) ? after_accept(ret) : 0;
     case NR_CONNECT:
     case NR_CLOSE: return 0;
     default:
@@ -876,24 +890,13 @@ int BPF_PROG(on_syscall_exit, struct pt_regs *regs, long ret) {
   SEC("fexit/__x64_sys_" #name)                                                         \
   int BPF_PROG(fexit_##name, const struct pt_regs *regs, long ret) { return complete_io(ret); }
 
-FENTRY_IO(read, IO_BUFFER, 1)
-FENTRY_IO(recvfrom, IO_BUFFER, 1)
-FENTRY_IO(readv, IO_IOVEC, 1)
-FENTRY_IO(recvmsg, IO_MSGHDR, 1)
-FENTRY_IO(write, IO_BUFFER, 0)
-FENTRY_IO(sendto, IO_BUFFER, 0)
-FENTRY_IO(writev, IO_IOVEC, 0)
-FENTRY_IO(sendmsg, IO_MSGHDR, 0)
+FOLLOWED_IO_SYSCALLS(FENTRY_IO)
 
 SEC("fexit/__x64_sys_accept")
-int BPF_PROG(fexit_accept, const struct pt_regs *regs, long ret) {
-  return ret < 0 ? 0 : track_new_connection((__u32)ret, ET_ROLE_SERVER);
-}
+int BPF_PROG(fexit_accept, const struct pt_regs *regs, long ret) { return after_accept(ret); }
 
 SEC("fexit/__x64_sys_accept4")
-int BPF_PROG(fexit_accept4, const struct pt_regs *regs, long ret) {
-  return ret < 0 ? 0 : track_new_connection((__u32)ret, ET_ROLE_SERVER);
-}
+int BPF_PROG(fexit_accept4, const struct pt_regs *regs, long ret) { return after_accept(ret); }
 
 SEC("fentry/__x64_sys_connect")
 int BPF_PROG(fentry_connect, const struct pt_regs *regs) {
@@ -919,28 +922,13 @@ int BPF_PROG(fentry_close, const struct pt_regs *regs) { return before_close((__
     return complete_io(ctx->ret);                                                       \
   }
 
-IO_PROBES(read, IO_BUFFER, 1)
-IO_PROBES(recvfrom, IO_BUFFER, 1)
-IO_PROBES(readv, IO_IOVEC, 1)
-IO_PROBES(recvmsg, IO_MSGHDR, 1)
-IO_PROBES(write, IO_BUFFER, 0)
-IO_PROBES(sendto, IO_BUFFER, 0)
-IO_PROBES(writev, IO_IOVEC, 0)
-IO_PROBES(sendmsg, IO_MSGHDR, 0)
+FOLLOWED_IO_SYSCALLS(IO_PROBES)
 
 SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(void *raw) {
-  const struct trace_event_raw_sys_exit *ctx = raw;
-  if (ctx->ret < 0) return 0;
-  return track_new_connection((__u32)ctx->ret, ET_ROLE_SERVER);
-}
+int exit_accept(void *raw) { return after_accept(((const struct trace_event_raw_sys_exit *)raw)->ret); }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(void *raw) {
-  const struct trace_event_raw_sys_exit *ctx = raw;
-  if (ctx->ret < 0) return 0;
-  return track_new_connection((__u32)ctx->ret, ET_ROLE_SERVER);
-}
+int exit_accept4(void *raw) { return after_accept(((const struct trace_event_raw_sys_exit *)raw)->ret); }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
 int enter_connect(void *raw) {

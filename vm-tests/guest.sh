@@ -77,11 +77,17 @@ check "syscall tracepoints attached" grep -q "capture programs attached: syscall
 gtest_filter=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^gtest=//p')
 if [[ -n $gtest_filter ]]; then
   # Every agent start verifies the programs anew, half a minute under emulation: waits x10.
+  # Streamed, so that a run cut short by VM_TIMEOUT still shows how far it got.
   EDGETRACE_TEST_TIME_SCALE=10 "$build/tests/integration/integration_tests" --gtest_filter="$gtest_filter" \
-    --gtest_brief=1 >/tmp/gtest.log 2>&1
-  gtest_status=$?
-  grep -E "^\[ +(FAILED|PASSED|OK) +\]|Failure|Expected|Which is|Value of" /tmp/gtest.log | head -60 | sed 's/^/vm: gtest| /'
-  check "integration tests $gtest_filter" test "$gtest_status" -eq 0
+    2>&1 | grep --line-buffered -E "^\[ +(RUN|FAILED|PASSED|OK) +\]|Failure|Expected|Which is|Value of" | sed 's/^/vm: gtest| /'
+  check "integration tests $gtest_filter" test "${PIPESTATUS[0]}" -eq 0
+fi
+
+# VM_BENCH="<bench/syscall_tax.sh arguments>" (run.sh): that benchmark too, on this kernel.
+bench_args=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench=//p' | tr ',' ' ')
+if [[ -n $bench_args ]]; then
+  # shellcheck disable=SC2086 # the arguments are words
+  bash "$(dirname "$0")/../bench/syscall_tax.sh" $bench_args 2>&1 | sed 's/^/vm: bench| /'
 fi
 
 if ((failures == 0)); then echo "VM RESULT: PASS"; else echo "VM RESULT: FAIL ($failures)"; fi

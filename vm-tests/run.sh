@@ -88,7 +88,7 @@ log="$cache/console-$release.log"
 echo "booting $package ($release) with ${VM_ACCEL:-tcg}; console in $log" >&2
 timeout "${VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel "${VM_ACCEL:-tcg}" -cpu "${VM_CPU:-max}" -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$kernel_root/boot/vmlinuz-$release" -initrd "$cache/initramfs-$release.cpio.gz" \
-  -append "console=ttyS0 earlyprintk=serial panic=-1 loglevel=4 edd=off guest=$here/guest.sh build=$build modules=$kernel_root/lib/modules gtest=${VM_GTEST_FILTER:-}" \
+  -append "console=ttyS0 earlyprintk=serial panic=-1 loglevel=4 edd=off guest=$here/guest.sh build=$build modules=$kernel_root/lib/modules gtest=${VM_GTEST_FILTER:-} bench=${VM_BENCH:-}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on \
   -device virtio-rng-pci >"$log" 2>&1 || true
 grep -E "^(vm|VM)[: ]" "$log" | sed 's/\r$//'

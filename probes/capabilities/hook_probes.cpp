@@ -208,8 +208,26 @@ struct BtfDeleter {
 };
 using BtfPtr = std::unique_ptr<btf, BtfDeleter>;
 
-// What the capture programs attach to when they can: sys_enter as a BTF raw tracepoint
-// (BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP). Needs no tracefs and no trampoline.
+// Loads a counting BPF_PROG_TYPE_TRACING program at a kernel BTF id, attaches it and sees it
+// fire: the common part of the fentry and BTF raw tracepoint checks. `target` names it.
+HookCheck check_tracing_program(Hook hook, bpf_attach_type attach_type, std::int32_t btf_id, const std::string& target,
+                                const char* program_name) {
+  FireCounter counter;
+  if (!counter.valid()) return refused(hook, counter.error());
+  bpf_prog_load_opts opts{};
+  opts.expected_attach_type = attach_type;
+  opts.attach_btf_id = static_cast<std::uint32_t>(btf_id);
+  const auto insns = counter.program(0);
+  auto program = load_program(BPF_PROG_TYPE_TRACING, program_name, insns, opts);
+  if (!program.fd) return refused(hook, target + ": " + program.error);
+  const int link = bpf_raw_tracepoint_open(nullptr, program.fd.get());
+  if (link < 0) return refused(hook, "attach to " + target + " refused: " + errno_text(-link));
+  UniqueFd link_fd(link);
+  return judge_firing(hook, counter, target, trigger_syscalls);
+}
+
+// What the capture programs attach to when fentry is refused: sys_enter as a BTF raw
+// tracepoint (BPF_TRACE_RAW_TP). Needs no tracefs and no trampoline.
 HookCheck check_btf_tracepoint(const KernelFacts& facts) {
   constexpr Hook hook = Hook::BtfTracepoint;
   if (!facts.btf_present) return refused(hook, "needs kernel BTF (/sys/kernel/btf/vmlinux), which is absent");
@@ -217,18 +235,7 @@ HookCheck check_btf_tracepoint(const KernelFacts& facts) {
   if (!vmlinux) return refused(hook, "cannot parse kernel BTF: " + errno_text(errno));
   const std::int32_t btf_id = btf__find_by_name_kind(vmlinux.get(), "btf_trace_sys_enter", BTF_KIND_TYPEDEF);
   if (btf_id <= 0) return refused(hook, "not supported: kernel BTF has no btf_trace_sys_enter");
-  FireCounter counter;
-  if (!counter.valid()) return refused(hook, counter.error());
-  bpf_prog_load_opts opts{};
-  opts.expected_attach_type = BPF_TRACE_RAW_TP;
-  opts.attach_btf_id = static_cast<std::uint32_t>(btf_id);
-  const auto insns = counter.program(0);
-  auto program = load_program(BPF_PROG_TYPE_TRACING, "et_caps_tp_btf", insns, opts);
-  if (!program.fd) return refused(hook, "tp_btf sys_enter: " + program.error);
-  const int link = bpf_raw_tracepoint_open(nullptr, program.fd.get());
-  if (link < 0) return refused(hook, "attach to tp_btf sys_enter refused: " + errno_text(-link));
-  UniqueFd link_fd(link);
-  return judge_firing(hook, counter, "tp_btf sys_enter", trigger_syscalls);
+  return check_tracing_program(hook, BPF_TRACE_RAW_TP, btf_id, "tp_btf sys_enter", "et_caps_tp_btf");
 }
 
 HookCheck check_fentry(const KernelFacts& facts) {
@@ -246,18 +253,7 @@ HookCheck check_fentry(const KernelFacts& facts) {
     }
   }
   if (btf_id <= 0) return refused(hook, "none of the syscall functions it attaches to is in kernel BTF");
-  FireCounter counter;
-  if (!counter.valid()) return refused(hook, counter.error());
-  bpf_prog_load_opts opts{};
-  opts.expected_attach_type = BPF_TRACE_FENTRY;
-  opts.attach_btf_id = static_cast<std::uint32_t>(btf_id);
-  const auto insns = counter.program(0);
-  auto program = load_program(BPF_PROG_TYPE_TRACING, "et_caps_fentry", insns, opts);
-  if (!program.fd) return refused(hook, "fentry " + function + ": " + program.error);
-  const int link = bpf_raw_tracepoint_open(nullptr, program.fd.get());
-  if (link < 0) return refused(hook, "attach to fentry " + function + " refused: " + errno_text(-link));
-  UniqueFd link_fd(link);
-  return judge_firing(hook, counter, "fentry " + function, trigger_syscalls);
+  return check_tracing_program(hook, BPF_TRACE_FENTRY, btf_id, "fentry " + function, "et_caps_fentry");
 }
 
 struct CodeLocation {
