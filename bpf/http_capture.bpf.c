@@ -4,9 +4,10 @@
  * Three sets of hooks, one loaded (probes/trace_probes.cpp chooses, in this order):
  * fentry/fexit on the followed syscalls' functions; two BTF raw tracepoints on
  * sys_enter/sys_exit that see every syscall and pick out the dozen we follow; one syscall
- * tracepoint per syscall followed. All call the same handlers. Every handler starts with the opt-in check, because these hooks fire for every
- * process on the host: it costs an untraced thread one helper call and a per-CPU lookup
- * (current_is_traced), and its syscall exits one more (complete_io). For a traced
+ * tracepoint per syscall followed. All call the same handlers. Every handler starts with
+ * the opt-in check, because these hooks fire for every process on the host: it costs an
+ * untraced thread one helper call and a per-CPU lookup (current_is_traced), and its
+ * syscall exits one more (complete_io). For a traced
  * connection the kernel keeps a small state machine (idle -> request -> response) and
  * sends userspace one record per request/response pair, never one per syscall. See
  * docs/architecture.md. */
