@@ -160,15 +160,16 @@ std::string_view to_string(SyscallHooks hooks) {
   return "?";
 }
 
-bool btf_tracepoints_built() {
-#if defined(__x86_64__)
-  return true;
-#else
-  return false;
-#endif
-}
-
 namespace {
+
+// Whether this build has the fentry set and the BTF raw tracepoint set, whose syscall table
+// and function names are x86-64's (kImplementedSyscallCaptures says the same to the doctor).
+constexpr bool kX86HookSetsBuilt =
+#if defined(__x86_64__)
+    true;
+#else
+    false;
+#endif
 
 // Whether a program of bpf/http_capture.bpf.c belongs to a hook set, by its name.
 bool in_hook_set(std::string_view program, SyscallHooks hooks) {
@@ -220,14 +221,14 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
   validate_capture_options(options);
   route_libbpf_logs_to_spdlog();
   hooks_ = options.syscall_hooks;
-  if ((hooks_ == SyscallHooks::Fentry || hooks_ == SyscallHooks::BtfTracepoints) && !btf_tracepoints_built())
+  if ((hooks_ == SyscallHooks::Fentry || hooks_ == SyscallHooks::BtfTracepoints) && !kX86HookSetsBuilt)
     throw std::runtime_error("capture.syscall_hooks " + std::string(to_string(hooks_)) +
                              ": this build has those programs on x86-64 only");
   if (hooks_ == SyscallHooks::Auto) {
     hooks_ = SyscallHooks::SyscallTracepoints;
     // Cheapest first (docs/architecture.md, "Which hooks"); the last one is tried below with
     // its errors in full.
-    if (btf_tracepoints_built()) {
+    if (kX86HookSetsBuilt) {
       for (const auto candidate : {SyscallHooks::Fentry, SyscallHooks::BtfTracepoints}) {
         libbpf_set_print(forward_libbpf_log_quietly);
         try {

@@ -77,8 +77,6 @@ class HttpCaptureProbes final : public CaptureProbes {
   [[nodiscard]] int inject_plans_fd() const;
   [[nodiscard]] KernelCounters counters() const override;
   [[nodiscard]] std::uint32_t capture_bytes() const override { return capture_bytes_; }
-  // What was loaded, never Auto.
-  [[nodiscard]] SyscallHooks hooks() const { return hooks_; }
 
  private:
   struct SkeletonDeleter {
@@ -92,15 +90,12 @@ class HttpCaptureProbes final : public CaptureProbes {
 
   Skeleton skeleton_;
   std::uint32_t capture_bytes_;
-  SyscallHooks hooks_ = SyscallHooks::Auto;
+  SyscallHooks hooks_ = SyscallHooks::Auto;  // what was loaded, never Auto once constructed
   std::array<std::uint32_t, 32> cgroups_per_level_{};
   std::uint32_t pid_count_ = 0;
 };
 
 std::string_view to_string(SyscallHooks hooks);  // "auto", "fentry", "btf_tracepoints", "tracepoints"
-// Whether this build has the fentry programs and the syscall table the BTF raw tracepoints
-// need (x86-64 only).
-bool btf_tracepoints_built();
 
 // Sends libbpf's messages (verifier logs included, line by line) to spdlog.
 void route_libbpf_logs_to_spdlog();
