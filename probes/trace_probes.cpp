@@ -153,6 +153,7 @@ void HttpCaptureProbes::SkeletonDeleter::operator()(http_capture_bpf* skeleton) 
 std::string_view to_string(SyscallHooks hooks) {
   switch (hooks) {
     case SyscallHooks::Auto: return "auto";
+    case SyscallHooks::SocketTracepoints: return "socket_tracepoints";
     case SyscallHooks::Fentry: return "fentry";
     case SyscallHooks::BtfTracepoints: return "btf_tracepoints";
     case SyscallHooks::SyscallTracepoints: return "tracepoints";

@@ -16,7 +16,8 @@ namespace edgetrace {
 
 // Which hooks the syscall path loads (bpf/http_capture.bpf.c has both sets).
 enum class SyscallHooks {
-  Auto,                // the first of the three below the kernel takes
+  Auto,                // the first of the four below the kernel takes
+  SocketTracepoints,   // tp_btf on sock_recv_length/sock_send_length: only socket reads and writes pay (x86-64)
   Fentry,              // fentry/fexit on the followed syscalls only (x86-64 builds)
   BtfTracepoints,      // tp_btf on sys_enter/sys_exit: ~30 ns per syscall each, host-wide
   SyscallTracepoints,  // one tracepoint per syscall followed: ~90 ns per followed syscall each
@@ -95,7 +96,7 @@ class HttpCaptureProbes final : public CaptureProbes {
   std::uint32_t pid_count_ = 0;
 };
 
-std::string_view to_string(SyscallHooks hooks);  // "auto", "fentry", "btf_tracepoints", "tracepoints"
+std::string_view to_string(SyscallHooks hooks);  // "auto", "socket_tracepoints", "fentry", "btf_tracepoints", "tracepoints"
 
 // Sends libbpf's messages (verifier logs included, line by line) to spdlog.
 void route_libbpf_logs_to_spdlog();

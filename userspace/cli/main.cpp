@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
   run->add_flag("--no-inject", overrides.no_inject, "do not inject traceparent into outgoing requests");
   run->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)")
       ->check(CLI::IsMember({"auto", "syscalls", "sockets"}));
-  run->add_option("--syscall-hooks", syscall_hooks_text, "auto, fentry, btf_tracepoints or tracepoints (syscall path)")
+  run->add_option("--syscall-hooks", syscall_hooks_text, "auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints (syscall path)")
       ->check(CLI::IsMember({"auto", "fentry", "btf_tracepoints", "tracepoints"}));
   run->add_option("command", command, "the command and its arguments, after --")->required();
 
@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
   agent->add_option("--queue-dir", overrides.queue_dir, "directory of the disk spill queue");
   agent->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)")
       ->check(CLI::IsMember({"auto", "syscalls", "sockets"}));
-  agent->add_option("--syscall-hooks", syscall_hooks_text, "auto, fentry, btf_tracepoints or tracepoints (syscall path)")
+  agent->add_option("--syscall-hooks", syscall_hooks_text, "auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints (syscall path)")
       ->check(CLI::IsMember({"auto", "fentry", "btf_tracepoints", "tracepoints"}));
   agent->add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

@@ -51,6 +51,7 @@ namespace {
 
 SyscallHooks to_syscall_hooks(SyscallHooksChoice choice) {
   switch (choice) {
+    case SyscallHooksChoice::SocketTracepoints: return SyscallHooks::SocketTracepoints;
     case SyscallHooksChoice::Fentry: return SyscallHooks::Fentry;
     case SyscallHooksChoice::BtfTracepoints: return SyscallHooks::BtfTracepoints;
     case SyscallHooksChoice::Tracepoints: return SyscallHooks::SyscallTracepoints;

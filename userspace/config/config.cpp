@@ -56,10 +56,11 @@ CapturePath parse_capture_path(const std::string& text) {
 
 SyscallHooksChoice parse_syscall_hooks(const std::string& text) {
   if (text == "auto") return SyscallHooksChoice::Auto;
+  if (text == "socket_tracepoints") return SyscallHooksChoice::SocketTracepoints;
   if (text == "fentry") return SyscallHooksChoice::Fentry;
   if (text == "btf_tracepoints") return SyscallHooksChoice::BtfTracepoints;
   if (text == "tracepoints") return SyscallHooksChoice::Tracepoints;
-  throw ConfigError("expected auto, fentry, btf_tracepoints or tracepoints, got '" + text + "'");
+  throw ConfigError("expected auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints, got '" + text + "'");
 }
 
 AgentConfig parse_config(const YAML::Node& root) {

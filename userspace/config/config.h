@@ -26,7 +26,7 @@ enum class CapturePath {
 
 // Which hooks the syscall path uses (mirrors SyscallHooks in probes/trace_probes.h, which the
 // config library does not link).
-enum class SyscallHooksChoice { Auto, Fentry, BtfTracepoints, Tracepoints };
+enum class SyscallHooksChoice { Auto, SocketTracepoints, Fentry, BtfTracepoints, Tracepoints };
 
 struct CaptureConfig {
   CapturePath path = CapturePath::Auto;
@@ -67,6 +67,6 @@ AgentConfig parse_config(const YAML::Node& root);
 
 OutputKind parse_output_kind(const std::string& text);  // "console", "json", "otlp"
 CapturePath parse_capture_path(const std::string& text);  // "auto", "syscalls", "sockets"
-SyscallHooksChoice parse_syscall_hooks(const std::string& text);  // "auto", "fentry", "btf_tracepoints", "tracepoints"
+SyscallHooksChoice parse_syscall_hooks(const std::string& text);  // "auto", "socket_tracepoints", "fentry", "btf_tracepoints", "tracepoints"
 
 }  // namespace edgetrace
