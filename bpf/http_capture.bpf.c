@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Syscall capture of HTTP/1.x exchanges for opted-in processes.
  *
- * Three sets of hooks, one loaded (probes/trace_probes.cpp chooses, in this order):
- * fentry/fexit on the followed syscalls' functions; two BTF raw tracepoints on
- * sys_enter/sys_exit that see every syscall and pick out the dozen we follow; one syscall
- * tracepoint per syscall followed. All call the same handlers. Every handler starts with
+ * Four sets of hooks, one loaded (probes/trace_probes.cpp chooses, in this order): the
+ * socket tracepoints (sock_recv_length/sock_send_length, at the end of every socket read and
+ * write, with an sk_msg program as the entry of a traced client's sends); fentry/fexit on
+ * the followed syscalls' functions; two BTF raw tracepoints on sys_enter/sys_exit that see
+ * every syscall and pick out the dozen we follow; one syscall tracepoint per syscall
+ * followed. All call the same handlers. Every handler starts with
  * the opt-in check, because these hooks fire for every process on the host: it costs an
  * untraced thread one helper call and a per-CPU lookup (current_is_traced), and its
  * syscall exits one more (complete_io). For a traced
@@ -30,6 +32,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_IOVECS 4
 
 const volatile __u32 inject_enabled = 1;
+/* Set before load with the socket tracepoints, which see no server go back to reading (the
+ * other sets send a server exchange then): a response whose head gives its length is sent
+ * as soon as its last byte is written, as the socket path does. */
+const volatile __u32 servers_end_at_response_length = 0;
 
 /* Changed by userspace at run time through the mapped .bss. */
 volatile __u32 opt_in_cgroup_levels; /* bit L: some opted-in cgroup sits at level L */
@@ -362,7 +368,7 @@ static __always_inline void write_hex(__u8 *out, const __u8 *in, int n) {
  * send's first buffer's; its first SEND_SCAN_BYTES at most are in `scratch` already
  * (before_client_send read them). */
 __noinline int settle_client_context(struct conn_state *conn, struct conn_state *server, struct send_scratch *scratch,
-                                     __u64 length) {
+                                     __u64 length, __u32 may_inject) {
   if (!conn) return 0;
   struct et_http_exchange *ex = &conn->exchange;
   conn->context_decided = 1;
@@ -400,7 +406,7 @@ __noinline int settle_client_context(struct conn_state *conn, struct conn_state 
 
   /* Inject only into a head we can see whole: the request line and the blank line are in
    * this send, and no traceparent anywhere in it. Otherwise the bytes pass untouched. */
-  if (!inject_enabled || scan.traceparent >= 0 || scan.line_end < 0 || scan.head_end < 0) return 0;
+  if (!inject_enabled || !may_inject || scan.traceparent >= 0 || scan.line_end < 0 || scan.head_end < 0) return 0;
   __u32 zero = 0;
   struct et_inject_plan *plan = bpf_map_lookup_elem(&plan_scratch, &zero);
   if (!plan) return 0;
@@ -549,7 +555,7 @@ static __always_inline void on_response_bytes(struct conn_state *conn, const str
   /* A server exchange is sent when the server goes back to reading (remember_io); a client
    * that keeps its connection idle would hold its last one until its next request, so it
    * is sent as soon as the response's length, by its head, has been read. */
-  if (conn->exchange.role == ET_ROLE_CLIENT && !exchange_unsampled(conn) &&
+  if ((conn->exchange.role == ET_ROLE_CLIENT || servers_end_at_response_length) && !exchange_unsampled(conn) &&
       response_just_ended(conn, response_begins))
     finish_exchange(conn, 0);
 }
@@ -588,10 +594,11 @@ static __always_inline __u64 send_extent(__u32 kind, __u64 buffer, __u64 count, 
 }
 
 /* A client about to send: a new request opens its exchange here, at syscall entry, so the
- * injector running inside this syscall finds the plan. */
-/* Returns whether an injection plan was written. */
+ * injector running inside this syscall finds the plan. Returns whether a plan was written
+ * (never unless `may_plan`: too late once the send is done). */
 static __always_inline bool before_client_send(struct conn_state *conn, const struct thread_state *thread,
-                                               __u64 pid_tgid, __u32 kind, __u64 buffer, __u64 count, __u64 now) {
+                                               __u64 pid_tgid, __u32 kind, __u64 buffer, __u64 count, __u64 now,
+                                               bool may_plan) {
   if (!conn || conn->exchange.role != ET_ROLE_CLIENT || conn->protocol >= PROTO_OTHER || conn->phase == PHASE_REQUEST)
     return false;
   __u64 first_buffer = 0, first_length = 0;
@@ -608,7 +615,7 @@ static __always_inline bool before_client_send(struct conn_state *conn, const st
   if (!is_request_start(load_u64(scratch->bytes), first_length)) return false;
   if (conn->phase == PHASE_RESPONSE) emit_exchange(conn, 0);
   begin_exchange(conn, now, 0);
-  settle_client_context(conn, serving_exchange(thread), scratch, first_length);
+  settle_client_context(conn, serving_exchange(thread), scratch, first_length, may_plan);
   if (!(conn->exchange.flags & ET_EXCHANGE_INJECTED)) return false;
   if (total != first_length) {
     /* The injector checks the whole send's size. */
@@ -629,13 +636,9 @@ static __always_inline void adopt_forked_context(struct thread_state *thread, __
   bpf_map_delete_elem(&forked_contexts, &tid);
 }
 
-static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64 count, __u32 ingress) {
-  struct task_struct *task = bpf_get_current_task_btf();
-  if (!current_is_traced(task)) return 0;
-  /* Without it the call cannot be followed to its exit (nor a plan deleted there). NULL only
-   * when the kernel cannot allocate, or (6.1) another task-storage call holds this CPU. */
-  struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-  if (!thread) return 0;
+/* The entry half of a followed read or write of a traced thread. */
+static __always_inline void remember_call(struct task_struct *task, struct thread_state *thread, __u32 fd, __u64 buffer,
+                                          __u32 kind, __u64 count, __u32 ingress, bool may_plan) {
   __u64 pid_tgid = pid_tgid_of(task);
   if (!thread->started) adopt_forked_context(thread, (__u32)pid_tgid);
   struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
@@ -653,7 +656,7 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
    * exchange is still counted once, when the server reads again or closes. */
   bool counted_only = unsampled_response && conn->exchange.role == ET_ROLE_SERVER && conn->phase != PHASE_IDLE;
   if (counted_only) conn->phase = PHASE_RESPONSE;
-  bool planned = !ingress && before_client_send(conn, thread, pid_tgid, kind, buffer, count, now);
+  bool planned = !ingress && before_client_send(conn, thread, pid_tgid, kind, buffer, count, now, may_plan);
   /* A server going back to reading has finished its response: send the exchange now
    * instead of waiting for the next request, unless it only sent "100 Continue". */
   if (ingress && conn && conn->phase == PHASE_RESPONSE && conn->exchange.role == ET_ROLE_SERVER &&
@@ -670,6 +673,16 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
       .planned = planned,
       .counted_only = counted_only,
   };
+}
+
+static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64 count, __u32 ingress) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  /* Without it the call cannot be followed to its exit (nor a plan deleted there). NULL only
+   * when the kernel cannot allocate, or (6.1) another task-storage call holds this CPU. */
+  struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (!thread) return 0;
+  remember_call(task, thread, fd, buffer, kind, count, ingress, true);
   return 0;
 }
 
@@ -685,13 +698,9 @@ static __always_inline __u32 prefetch_request_head(struct conn_state *conn, cons
   return copy_chunk(conn, 0, length, io->buffer) ? length : 0;
 }
 
-static __always_inline int complete_io(__s64 returned) {
-  struct task_struct *task = bpf_get_current_task_btf();
-  /* No task storage at all, the case of every thread never traced at a syscall entry:
-   * nothing in flight, and no helper call spent to learn it. */
-  if (!task->bpf_storage) return 0;
-  struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, 0);
-  if (!thread || !thread->call.pending) return 0;
+/* The exit half: the call `thread` has in flight, now that it returned. */
+static __always_inline int complete_call(struct task_struct *task, struct thread_state *thread, __s64 returned) {
+  if (!thread->call.pending) return 0;
   struct io_args io = thread->call;
   thread->call.pending = 0;
   __u64 pid_tgid = pid_tgid_of(task);
@@ -762,6 +771,16 @@ static __always_inline int complete_io(__s64 returned) {
   return 0;
 }
 
+static __always_inline int complete_io(__s64 returned) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  /* No task storage at all, the case of every thread never traced at a syscall entry:
+   * nothing in flight, and no helper call spent to learn it. */
+  if (!task->bpf_storage) return 0;
+  struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, 0);
+  if (!thread) return 0;
+  return complete_call(task, thread, returned);
+}
+
 static __always_inline int track_new_connection(__u32 fd, __u8 role) {
   struct task_struct *task = bpf_get_current_task_btf();
   if (!current_is_traced(task)) return 0;
@@ -770,16 +789,21 @@ static __always_inline int track_new_connection(__u32 fd, __u8 role) {
   return 0;
 }
 
+/* The exchange a connection was in the middle of, sent as it closes. */
+static __always_inline void end_connection(struct conn_state *conn) {
+  if (conn->phase == PHASE_RESPONSE)
+    emit_exchange(conn, ET_EXCHANGE_CLOSED);
+  else if (conn->phase == PHASE_REQUEST)
+    emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
+}
+
 static __always_inline int before_close(__u32 fd) {
   struct task_struct *task = bpf_get_current_task_btf();
   if (!current_is_traced(task)) return 0;
   struct conn_key key = {.tgid = pid_tgid_of(task) >> 32, .fd = fd};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
   if (!conn) return 0;
-  if (conn->phase == PHASE_RESPONSE)
-    emit_exchange(conn, ET_EXCHANGE_CLOSED);
-  else if (conn->phase == PHASE_REQUEST)
-    emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
+  end_connection(conn);
   bpf_map_delete_elem(&conns, &key);
   return 0;
 }
@@ -876,6 +900,158 @@ int BPF_PROG(on_syscall_exit, struct pt_regs *regs, long ret) {
       /* Only a call its entry recorded goes further: a compat syscall never was. */
       return complete_io(ret);
   }
+}
+
+/* The socket tracepoints: sock_recv_length and sock_send_length fire as a socket read or
+ * write returns (sock_recvmsg/sock_sendmsg, which read(), recvfrom(), writev() ... all reach),
+ * naming the socket and what the call returned. Nothing else on the host pays anything: no
+ * syscall slow path, no other syscall seen. The call's own arguments (fd, buffer) are the
+ * syscall's, in the registers the thread entered the kernel with (bpf_task_pt_regs). Each
+ * hit does the work of an entry and an exit at once; what must happen before the bytes
+ * move, a client request's context and its injection plan, is done by on_client_send, an
+ * sk_msg program the injector's sockops gives the cgroup's outgoing connections (it runs
+ * inside the send, before TCP takes the bytes). There is no accept or connect hook: a
+ * connection is met at its first data, where the TCP byte counts tell whether that is its
+ * first byte, and a close is seen as the TCP state change it causes (on_socket_state). */
+#define MSG_PEEK 2
+#define TCP_FIN_WAIT1 4
+#define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
+
+/* Which followed read or write the thread is in, by the number it entered the kernel with;
+ * false for anything else that reaches a socket (sendfile, splice, io_uring, the kernel's own
+ * sockets), which is left alone as the other hook sets leave it. */
+static __always_inline bool followed_io_call(const struct pt_regs *regs, bool ingress, __u32 *kind) {
+  switch (syscall_number(regs)) {
+    case NR_READ:
+    case NR_RECVFROM: *kind = IO_BUFFER; return ingress;
+    case NR_READV: *kind = IO_IOVEC; return ingress;
+    case NR_RECVMSG: *kind = IO_MSGHDR; return ingress;
+    case NR_WRITE:
+    case NR_SENDTO: *kind = IO_BUFFER; return !ingress;
+    case NR_WRITEV: *kind = IO_IOVEC; return !ingress;
+    case NR_SENDMSG: *kind = IO_MSGHDR; return !ingress;
+    default: return false;
+  }
+}
+
+/* Bytes the socket has handed to the application (ingress) or taken from it (egress) so far,
+ * the current call's included once it is done. */
+static __always_inline __u64 bytes_moved_so_far(const struct tcp_sock *tp, bool ingress) {
+  if (ingress) return tp->bytes_received - (__u32)(tp->rcv_nxt - tp->copied_seq);
+  return tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una);
+}
+
+/* The state of (tgid, fd), which names `sk` now. A connection met for the first time is
+ * resolved from the socket itself; one whose first byte is this call's (`moved` is what the
+ * call moved, 0 before the bytes move) is followed from its start, and whoever moves that
+ * byte gives the role: the sender of a stream's first byte is HTTP's client. `client_hint`:
+ * the caller knows the socket is an outgoing connection. NULL for what cannot be followed. */
+static __always_inline struct conn_state *conn_for_socket(__u32 tgid, __u32 fd, struct sock *sk, bool ingress,
+                                                          __u64 moved, bool client_hint) {
+  struct conn_key key = {.tgid = tgid, .fd = fd};
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+  if (conn && conn->sock == (__u64)sk) return conn->protocol >= PROTO_OTHER ? NULL : conn;
+  /* The fd was closed without a state change we saw (another holder kept that socket open)
+   * and now names another socket: what the old one was doing ends here. */
+  if (conn) end_connection(conn);
+  struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+  bool from_start = tp && bytes_moved_so_far(tp, ingress) == moved;
+  __u8 role = ET_ROLE_UNKNOWN;
+  if (client_hint)
+    role = ET_ROLE_CLIENT;
+  else if (from_start && moved > 0)
+    role = ingress ? ET_ROLE_SERVER : ET_ROLE_CLIENT;
+  conn = new_conn(&key, role, from_start);
+  if (!conn) return NULL;
+  conn->sock = (__u64)sk;
+  conn->resolved = 1;
+  if (!tp || sk->sk_type != SOCK_STREAM) {
+    conn->protocol = PROTO_NOT_TCP;
+    return NULL;
+  }
+  read_addresses(sk, &conn->exchange);
+  return conn;
+}
+
+static __always_inline int on_socket_io(struct sock *sk, int returned, int flags, bool ingress) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  /* A peek leaves the bytes for the read that follows. */
+  if (ingress && (flags & MSG_PEEK)) return 0;
+  const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(task);
+  __u32 kind = IO_BUFFER;
+  if (!followed_io_call(regs, ingress, &kind) || !native_syscall(task)) return 0;
+  struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (!thread) return 0;
+  __u32 fd = (__u32)syscall_arg0(regs);
+  /* on_client_send entered this send already (it runs inside it, before the bytes move). */
+  bool entered = !ingress && thread->call.pending && !thread->call.ingress && thread->call.fd == fd;
+  if (!entered) {
+    if (!conn_for_socket(task->tgid, fd, sk, ingress, returned > 0 ? returned : 0, false)) return 0;
+    remember_call(task, thread, fd, syscall_arg1(regs), kind, syscall_arg2(regs), ingress, false);
+  }
+  return complete_call(task, thread, returned);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(on_socket_recv, struct sock *sk, int ret, int flags) { return on_socket_io(sk, ret, flags, true); }
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(on_socket_send, struct sock *sk, int ret, int flags) { return on_socket_io(sk, ret, flags, false); }
+
+/* A close() that ends a connection moves its TCP state (to FIN_WAIT1, LAST_ACK, or CLOSE with
+ * a reset) inside the call, so the thread's registers name the fd. The same change made from
+ * a softirq may land on a traced thread that is in close() for another fd: only the state
+ * of this very socket is ended. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_socket_state, const struct sock *sk, const int oldstate, const int newstate) {
+  if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE) return 0;
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) return 0;
+  const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(task);
+  if (syscall_number(regs) != NR_CLOSE || !native_syscall(task)) return 0;
+  struct conn_key key = {.tgid = task->tgid, .fd = (__u32)syscall_arg0(regs)};
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+  if (!conn || conn->sock != (__u64)sk) return 0;
+  end_connection(conn);
+  bpf_map_delete_elem(&conns, &key);
+  return 0;
+}
+
+/* The injector's sk_msg program (bpf/inject.bpf.c), placed here by userspace: on_client_send
+ * hands each message over to it once the plan is written. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+} injector SEC(".maps");
+
+/* With the socket tracepoints, the entry of a traced client's send: it runs inside the send,
+ * once per chunk, before TCP takes the bytes, where the plan must already be. Attached in
+ * the injector's place to the sockhash of the opted-in cgroups' outgoing connections. */
+SEC("sk_msg")
+int on_client_send(struct sk_msg_md *msg) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  if (!current_is_traced(task)) goto inject;
+  const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(task);
+  __u32 kind = IO_BUFFER;
+  if (!followed_io_call(regs, false, &kind) || !native_syscall(task)) goto inject;
+  struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (!thread) goto inject;
+  __u32 fd = (__u32)syscall_arg0(regs);
+  /* A later chunk of a send already entered. */
+  if (thread->call.pending && !thread->call.ingress && thread->call.fd == fd) goto inject;
+  struct bpf_sock *socket = msg->sk;
+  if (!socket) goto inject;
+  struct tcp_sock *tp = bpf_skc_to_tcp_sock(socket);
+  if (!tp) goto inject;
+  if (!conn_for_socket(task->tgid, fd, (struct sock *)tp, false, 0, true)) goto inject;
+  remember_call(task, thread, fd, syscall_arg1(regs), kind, syscall_arg2(regs), false, true);
+inject:
+  bpf_tail_call(msg, &injector, 0);
+  return SK_PASS;
 }
 
 #if defined(__TARGET_ARCH_x86)

@@ -52,6 +52,9 @@ struct conn_state {
   /* The current response's whole length in bytes, as its head gives it, or 0 when the head
    * does not say or nobody asked (see note_response_length). */
   __u32 response_expected;
+  /* Syscall path on the socket tracepoints: the struct sock this (tgid, fd) was found on, so
+   * that a socket the fd names after a close the programs did not see starts afresh. */
+  __u64 sock;
   struct et_http_exchange exchange;
   /* Never written: it only lets the verifier prove that a capture copy whose offset and
    * length it bounds separately stays inside the map value. */

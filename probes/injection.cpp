@@ -75,7 +75,12 @@ void TraceContextInjector::VerdictAttachment::reset() {
   program_fd_ = sockhash_fd_ = -1;
 }
 
-TraceContextInjector::TraceContextInjector(int inject_plans_map_fd) {
+TraceContextInjector::TraceContextInjector(int inject_plans_map_fd) : TraceContextInjector(inject_plans_map_fd, {}) {}
+
+TraceContextInjector::TraceContextInjector(const HttpCaptureProbes& capture)
+    : TraceContextInjector(capture.inject_plans_fd(), capture.injector_chain()) {}
+
+TraceContextInjector::TraceContextInjector(int inject_plans_map_fd, InjectorChain chain) {
   skeleton_.reset(inject_bpf::open());
   if (!skeleton_) throw std::runtime_error("cannot open the injector BPF object: " + errno_text(errno));
   if (inject_plans_map_fd >= 0) {
@@ -87,8 +92,14 @@ TraceContextInjector::TraceContextInjector(int inject_plans_map_fd) {
   if (int err = inject_bpf::load(skeleton_.get()); err != 0)
     throw std::runtime_error("the kernel refused the injector programs (" + errno_text(err) +
                              "); run with --log-level debug for the verifier log");
-  verdict_ = VerdictAttachment(bpf_program__fd(skeleton_->progs.et_inject_traceparent),
-                               bpf_map__fd(skeleton_->maps.client_sockets));
+  int verdict_program = bpf_program__fd(skeleton_->progs.et_inject_traceparent);
+  if (chain.first_program_fd >= 0) {
+    const __u32 slot = 0;
+    if (bpf_map_update_elem(chain.injector_slot_fd, &slot, &verdict_program, BPF_ANY) != 0)
+      throw std::runtime_error("cannot place the sk_msg injector behind the capture program: " + errno_text(errno));
+    verdict_program = chain.first_program_fd;
+  }
+  verdict_ = VerdictAttachment(verdict_program, bpf_map__fd(skeleton_->maps.client_sockets));
   spdlog::info("traceparent injector loaded ({} plans map)", inject_plans_map_fd >= 0 ? "shared" : "private");
 }
 

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "common/unique_fd.h"
+#include "trace_probes.h"
 
 struct inject_bpf;
 struct bpf_link;
@@ -46,6 +47,9 @@ class TraceContextInjector {
   // writes reach the sk_msg program; -1 creates a private map (tests). Loads the programs and
   // attaches the sk_msg verdict to the sockhash. Throws std::runtime_error saying what failed.
   explicit TraceContextInjector(int inject_plans_map_fd);
+  // The injector of these capture programs: shares their plans map and, with the socket
+  // tracepoints, runs behind their sk_msg program (see InjectorChain).
+  explicit TraceContextInjector(const HttpCaptureProbes& capture);
   ~TraceContextInjector();
   TraceContextInjector(const TraceContextInjector&) = delete;
   TraceContextInjector& operator=(const TraceContextInjector&) = delete;
@@ -87,6 +91,8 @@ class TraceContextInjector {
     int program_fd_ = -1;
     int sockhash_fd_ = -1;
   };
+
+  TraceContextInjector(int inject_plans_map_fd, InjectorChain chain);
 
   // Declared first so that it is destroyed last, after the links and the verdict attachment.
   std::unique_ptr<inject_bpf, SkeletonDeleter> skeleton_;

@@ -163,8 +163,9 @@ std::string_view to_string(SyscallHooks hooks) {
 
 namespace {
 
-// Whether this build has the fentry set and the BTF raw tracepoint set, whose syscall table
-// and function names are x86-64's (kImplementedSyscallCaptures says the same to the doctor).
+// Whether this build has the socket tracepoint, fentry and BTF raw tracepoint sets, whose
+// syscall table, registers and function names are x86-64's (kImplementedSyscallCaptures
+// says the same to the doctor).
 constexpr bool kX86HookSetsBuilt =
 #if defined(__x86_64__)
     true;
@@ -180,11 +181,13 @@ bool in_hook_set(std::string_view program, SyscallHooks hooks) {
   if (program == "on_fork_btf") return !tracepoints;
   if (program.starts_with("fentry_") || program.starts_with("fexit_")) return hooks == SyscallHooks::Fentry;
   if (program.starts_with("on_syscall_")) return hooks == SyscallHooks::BtfTracepoints;
+  if (program.starts_with("on_socket_") || program == "on_client_send") return hooks == SyscallHooks::SocketTracepoints;
   return tracepoints;  // enter_*, exit_*
 }
 
 std::string_view attached_description(SyscallHooks hooks) {
   switch (hooks) {
+    case SyscallHooks::SocketTracepoints: return "socket tracepoints (sock_recv_length/sock_send_length)";
     case SyscallHooks::Fentry: return "fentry/fexit on the followed syscalls";
     case SyscallHooks::BtfTracepoints: return "BTF raw tracepoints on sys_enter/sys_exit";
     default: return "syscall tracepoints";
@@ -204,6 +207,7 @@ HttpCaptureProbes::Skeleton HttpCaptureProbes::load_and_attach(const CaptureOpti
   if (!skeleton) throw std::runtime_error("cannot open the BPF object: " + errno_text(errno));
   apply_shared_capture_options(*skeleton, options);
   skeleton->rodata->inject_enabled = options.plan_injection ? 1 : 0;
+  skeleton->rodata->servers_end_at_response_length = hooks == SyscallHooks::SocketTracepoints ? 1 : 0;
   bpf_map__set_max_entries(skeleton->maps.conns, options.max_connections);
   // The sets live in one object; only the chosen one is loaded (and so attached).
   bpf_program* program = nullptr;
@@ -222,7 +226,7 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
   validate_capture_options(options);
   route_libbpf_logs_to_spdlog();
   hooks_ = options.syscall_hooks;
-  if ((hooks_ == SyscallHooks::Fentry || hooks_ == SyscallHooks::BtfTracepoints) && !kX86HookSetsBuilt)
+  if (hooks_ != SyscallHooks::Auto && hooks_ != SyscallHooks::SyscallTracepoints && !kX86HookSetsBuilt)
     throw std::runtime_error("capture.syscall_hooks " + std::string(to_string(hooks_)) +
                              ": this build has those programs on x86-64 only");
   if (hooks_ == SyscallHooks::Auto) {
@@ -230,7 +234,7 @@ HttpCaptureProbes::HttpCaptureProbes(const CaptureOptions& options) : capture_by
     // Cheapest first (docs/architecture.md, "Which hooks"); the last one is tried below with
     // its errors in full.
     if (kX86HookSetsBuilt) {
-      for (const auto candidate : {SyscallHooks::Fentry, SyscallHooks::BtfTracepoints}) {
+      for (const auto candidate : {SyscallHooks::SocketTracepoints, SyscallHooks::Fentry, SyscallHooks::BtfTracepoints}) {
         libbpf_set_print(forward_libbpf_log_quietly);
         try {
           skeleton_ = load_and_attach(options, candidate);
@@ -300,6 +304,12 @@ void HttpCaptureProbes::remove_pid(std::uint32_t tgid) {
 int HttpCaptureProbes::ring_buffer_fd() const { return bpf_map__fd(skeleton_->maps.exchanges); }
 
 int HttpCaptureProbes::inject_plans_fd() const { return bpf_map__fd(skeleton_->maps.inject_plans); }
+
+InjectorChain HttpCaptureProbes::injector_chain() const {
+  if (hooks_ != SyscallHooks::SocketTracepoints) return {};
+  return {.first_program_fd = bpf_program__fd(skeleton_->progs.on_client_send),
+          .injector_slot_fd = bpf_map__fd(skeleton_->maps.injector)};
+}
 
 KernelCounters HttpCaptureProbes::counters() const { return read_kernel_counters(bpf_map__fd(skeleton_->maps.et_stats)); }
 

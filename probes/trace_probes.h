@@ -14,7 +14,7 @@ struct http_capture_bpf;
 
 namespace edgetrace {
 
-// Which hooks the syscall path loads (bpf/http_capture.bpf.c has both sets).
+// Which hooks the syscall path loads (bpf/http_capture.bpf.c has every set).
 enum class SyscallHooks {
   Auto,                // the first of the four below the kernel takes
   SocketTracepoints,   // tp_btf on sock_recv_length/sock_send_length: only socket reads and writes pay (x86-64)
@@ -31,6 +31,15 @@ struct CaptureOptions {
   std::uint64_t sampler_threshold = 0;     // rejection threshold on the trace id's low 56 bits
   bool plan_injection = true;              // write traceparent plans for the sk_msg injector
   SyscallHooks syscall_hooks = SyscallHooks::Auto;  // syscall path only
+};
+
+// With the socket tracepoints a capture program must run first inside every send of a traced
+// client (it writes the injection plan there), then hand over to the injector: it takes the
+// injector's place on the sockhash and tail-calls it through the prog array. Both -1 for the
+// other hook sets, whose plans are written at syscall entry.
+struct InjectorChain {
+  int first_program_fd = -1;
+  int injector_slot_fd = -1;
 };
 
 struct KernelCounters {
@@ -76,6 +85,7 @@ class HttpCaptureProbes final : public CaptureProbes {
   [[nodiscard]] int ring_buffer_fd() const override;
   // The map through which the capture programs hand traceparent plans to the injector.
   [[nodiscard]] int inject_plans_fd() const;
+  [[nodiscard]] InjectorChain injector_chain() const;
   [[nodiscard]] KernelCounters counters() const override;
   [[nodiscard]] std::uint32_t capture_bytes() const override { return capture_bytes_; }
 

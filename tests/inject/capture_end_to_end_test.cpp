@@ -29,7 +29,7 @@ TEST_P(CaptureEndToEnd, CapturePlansAndInjectorInsertsIntoRealSends) {
   HttpCaptureProbes capture(CaptureOptions{});
   capture.add_cgroup(cgroup.path());
   const int plans = capture.inject_plans_fd();
-  TraceContextInjector injector(plans);
+  TraceContextInjector injector(capture);
   injector.attach_cgroup(cgroup.path());
   cgroup.enter();
   RecordingServer server(family);
@@ -106,7 +106,7 @@ TEST(CaptureOptIn, ChangesToTheOptInSetReachAThreadThatAlreadyDecided) {
   ScratchCgroup cgroup;
   cgroup.enter();
   HttpCaptureProbes capture(CaptureOptions{});
-  TraceContextInjector injector(capture.inject_plans_fd());
+  TraceContextInjector injector(capture);
   injector.attach_cgroup(cgroup.path());
   RecordingServer server(AF_INET);
   const std::string request = "GET /e2e HTTP/1.1\r\nHost: localhost\r\n\r\n";

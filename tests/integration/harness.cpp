@@ -229,6 +229,11 @@ std::string capture_path_under_test() {
   return path == nullptr || *path == '\0' ? "syscalls" : path;
 }
 
+bool sees_reads_as_they_return(const std::string& agent_log) {
+  return capture_path_under_test() == "sockets" ||
+         agent_log.find("capture programs attached: socket tracepoints") != std::string::npos;
+}
+
 TracedRun::TracedRun(std::vector<std::string> command, std::vector<std::string> extra_flags, SpawnOptions options)
     : process_(
           [&] {

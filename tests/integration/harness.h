@@ -74,6 +74,10 @@ std::filesystem::path edgetrace_binary();
 std::vector<std::string> capture_path_flags();
 // The capture path under test ("syscalls" unless EDGETRACE_TEST_CAPTURE_PATH says otherwise).
 std::string capture_path_under_test();
+// Whether the capture that wrote this agent log sees a read as it returns rather than as it
+// starts (the socket path, and the syscall path's socket tracepoints): a read a thread was
+// already blocked in when it became traced is then seen whole.
+bool sees_reads_as_they_return(const std::string& agent_log);
 std::filesystem::path build_dir();
 std::filesystem::path source_dir();
 

@@ -81,16 +81,18 @@ TEST(HttpCapture, PythonServerSpansCarryMethodPathStatusAndDuration) {
   EXPECT_LT(duration_ms(slow), 300.0 + 250.0);
   EXPECT_LT(duration_ms(s), 250.0);
 
-  // By default the syscall path takes fentry where the kernel allows it (Debian's 6.1), else
-  // BTF raw tracepoints (this VM, which refuses fentry); the syscall tracepoints when told to.
+  // By default the syscall path takes the socket tracepoints where the kernel has them (this
+  // VM's 6.18), else fentry where it allows it (Debian's 6.1); other hooks when told to.
   if (capture_path_under_test() == "syscalls") {
     const char* hooks = std::getenv("EDGETRACE_TEST_SYSCALL_HOOKS");
     const auto log = run.process().stderr_text();
     if (hooks != nullptr && std::string_view(hooks) == "tracepoints") {
       EXPECT_NE(log.find("capture programs attached: syscall tracepoints"), std::string::npos) << log;
+    } else if (hooks != nullptr && std::string_view(hooks) == "btf_tracepoints") {
+      EXPECT_NE(log.find("capture programs attached: BTF raw tracepoints"), std::string::npos) << log;
     } else {
-      EXPECT_TRUE(log.find("capture programs attached: fentry/fexit") != std::string::npos ||
-                  log.find("capture programs attached: BTF raw tracepoints") != std::string::npos)
+      EXPECT_TRUE(log.find("capture programs attached: socket tracepoints") != std::string::npos ||
+                  log.find("capture programs attached: fentry/fexit") != std::string::npos)
           << log;
     }
   }
@@ -510,9 +512,9 @@ TEST(HttpCapture, AgentJoinsAKeepAliveConnectionOpenedBeforeItStarted) {
   ASSERT_EQ(agent.wait(20s), 0);
   const auto spans = parse_spans(agent.lines());
   ASSERT_EQ(spans.size(), 2u);
-  if (capture_path_under_test() == "sockets") {
-    // The socket programs see each segment as it arrives, so the first request after the
-    // attach is seen whole.
+  if (sees_reads_as_they_return(agent.stderr_text())) {
+    // The socket programs see each segment as it arrives, and the socket tracepoints each
+    // read as it returns, so the first request after the attach is seen whole.
     EXPECT_FALSE(spans[0]["attributes"].contains("edgetrace.request.unknown"));
     EXPECT_EQ(spans[0]["attributes"]["url.query"], "after=1");
   } else {
@@ -549,7 +551,7 @@ TEST(Cli, BadConfigurationIsAClearErrorNamingTheKey) {
   Subprocess bad_hooks({edgetrace_binary().string(), "run", "--config", config.string(), "--", "true"});
   EXPECT_EQ(bad_hooks.wait(), 2);
   EXPECT_NE(bad_hooks.stderr_text().find(
-                "capture.syscall_hooks: expected auto, fentry, btf_tracepoints or tracepoints, got 'kprobes'"),
+                "capture.syscall_hooks: expected auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints, got 'kprobes'"),
             std::string::npos)
       << bad_hooks.stderr_text();
   std::ofstream(config) << "targets:\n  pids: [1]\n";

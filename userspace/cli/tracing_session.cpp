@@ -116,7 +116,7 @@ TracingSession::TracingSession(const AgentConfig& config) {
   } else {
     auto syscall_probes = std::make_unique<HttpCaptureProbes>(capture_options);
     if (config.inject) {
-      injector_ = std::make_unique<TraceContextInjector>(syscall_probes->inject_plans_fd());
+      injector_ = std::make_unique<TraceContextInjector>(*syscall_probes);
       spdlog::info("traceparent injection on (sockops + sk_msg)");
     }
     probes_ = std::move(syscall_probes);
