@@ -8,8 +8,9 @@
 #
 # Modes: baseline (nginx alone), traced (100% head sampling), traced-R (traceidratio R),
 # both with the default settings; sockets and sockets-R are the same on the cgroup socket
-# path (`--capture-path sockets --no-inject`); tracepoints and tracepoints-R on the syscall
-# path's fallback hooks (`--syscall-hooks tracepoints`).
+# path (`--capture-path sockets --no-inject`); btf and btf-R on the syscall path's BTF raw
+# tracepoints (`--syscall-hooks btf_tracepoints`), tracepoints and tracepoints-R on its
+# fallback hooks (`--syscall-hooks tracepoints`).
 # Each traced mode runs nginx under `edgetrace run`; the agent's status line gives the
 # exchanges it emitted and counted as unsampled, whose sum must match the requests wrk
 # completed ("every request captured"). With --kernel-ns, one more run per traced mode with
@@ -83,6 +84,7 @@ run_mode() {
       local flags=() sampler=() ratio
       [[ $mode == sockets* ]] && flags=(--capture-path sockets --no-inject)
       [[ $mode == tracepoints* ]] && flags=(--syscall-hooks tracepoints)
+      [[ $mode == btf* ]] && flags=(--syscall-hooks btf_tracepoints)
       if [[ $mode == *-* ]]; then
         ratio=${mode#*-}
         sampler=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$ratio")

@@ -636,13 +636,12 @@ static __always_inline void adopt_forked_context(struct thread_state *thread, __
   bpf_map_delete_elem(&forked_contexts, &tid);
 }
 
-/* The entry half of a followed read or write of a traced thread. */
-static __always_inline void remember_call(struct task_struct *task, struct thread_state *thread, __u32 fd, __u64 buffer,
-                                          __u32 kind, __u64 count, __u32 ingress, bool may_plan) {
+/* The entry half of a followed read or write of a traced thread; `conn` is the state of its
+ * fd, NULL when there is none yet. */
+static __always_inline void remember_call(struct task_struct *task, struct thread_state *thread, struct conn_state *conn,
+                                          __u32 fd, __u64 buffer, __u32 kind, __u64 count, __u32 ingress, bool may_plan) {
   __u64 pid_tgid = pid_tgid_of(task);
   if (!thread->started) adopt_forked_context(thread, (__u32)pid_tgid);
-  struct conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
   /* A client's request starts leaving at its send's entry: the one clock read at an entry
    * (~60 ns here, bench/overhead.sh --kernel-detail). A read's data arrives at exit, which
    * reads its own clock, and a server's send needs none here: spans end at the response's
@@ -682,7 +681,8 @@ static __always_inline int remember_io(__u32 fd, __u64 buffer, __u32 kind, __u64
    * when the kernel cannot allocate, or (6.1) another task-storage call holds this CPU. */
   struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!thread) return 0;
-  remember_call(task, thread, fd, buffer, kind, count, ingress, true);
+  struct conn_key key = {.tgid = task->tgid, .fd = fd};
+  remember_call(task, thread, bpf_map_lookup_elem(&conns, &key), fd, buffer, kind, count, ingress, true);
   return 0;
 }
 
@@ -698,8 +698,10 @@ static __always_inline __u32 prefetch_request_head(struct conn_state *conn, cons
   return copy_chunk(conn, 0, length, io->buffer) ? length : 0;
 }
 
-/* The exit half: the call `thread` has in flight, now that it returned. */
-static __always_inline int complete_call(struct task_struct *task, struct thread_state *thread, __s64 returned) {
+/* The exit half: the call `thread` has in flight, now that it returned. `conn`: its fd's
+ * state when the caller has it resolved already, else NULL. */
+static __always_inline int complete_call(struct task_struct *task, struct thread_state *thread, struct conn_state *conn,
+                                         __s64 returned) {
   if (!thread->call.pending) return 0;
   struct io_args io = thread->call;
   thread->call.pending = 0;
@@ -716,7 +718,7 @@ static __always_inline int complete_call(struct task_struct *task, struct thread
     io.kind = IO_IOVEC;
   }
 
-  struct conn_state *conn = conn_for_data(pid_tgid >> 32, io.fd);
+  if (!conn) conn = conn_for_data(pid_tgid >> 32, io.fd);
   if (!conn) return 0;
 
   __u8 role = conn->exchange.role;
@@ -778,7 +780,7 @@ static __always_inline int complete_io(__s64 returned) {
   if (!task->bpf_storage) return 0;
   struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, 0);
   if (!thread) return 0;
-  return complete_call(task, thread, returned);
+  return complete_call(task, thread, NULL, returned);
 }
 
 static __always_inline int track_new_connection(__u32 fd, __u8 role) {
@@ -987,11 +989,13 @@ static __always_inline int on_socket_io(struct sock *sk, int returned, int flags
   __u32 fd = (__u32)syscall_arg0(regs);
   /* on_client_send entered this send already (it runs inside it, before the bytes move). */
   bool entered = !ingress && thread->call.pending && !thread->call.ingress && thread->call.fd == fd;
+  struct conn_state *conn = NULL;
   if (!entered) {
-    if (!conn_for_socket(task->tgid, fd, sk, ingress, returned > 0 ? returned : 0, false)) return 0;
-    remember_call(task, thread, fd, syscall_arg1(regs), kind, syscall_arg2(regs), ingress, false);
+    conn = conn_for_socket(task->tgid, fd, sk, ingress, returned > 0 ? returned : 0, false);
+    if (!conn) return 0;
+    remember_call(task, thread, conn, fd, syscall_arg1(regs), kind, syscall_arg2(regs), ingress, false);
   }
-  return complete_call(task, thread, returned);
+  return complete_call(task, thread, conn, returned);
 }
 
 SEC("tp_btf/sock_recv_length")
@@ -1047,8 +1051,9 @@ int on_client_send(struct sk_msg_md *msg) {
   if (!socket) goto inject;
   struct tcp_sock *tp = bpf_skc_to_tcp_sock(socket);
   if (!tp) goto inject;
-  if (!conn_for_socket(task->tgid, fd, (struct sock *)tp, false, 0, true)) goto inject;
-  remember_call(task, thread, fd, syscall_arg1(regs), kind, syscall_arg2(regs), false, true);
+  struct conn_state *conn = conn_for_socket(task->tgid, fd, (struct sock *)tp, false, 0, true);
+  if (!conn) goto inject;
+  remember_call(task, thread, conn, fd, syscall_arg1(regs), kind, syscall_arg2(regs), false, true);
 inject:
   bpf_tail_call(msg, &injector, 0);
   return SK_PASS;
