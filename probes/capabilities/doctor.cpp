@@ -13,6 +13,7 @@ std::string_view hook_name(Hook hook) {
     case Hook::SyscallTracepoint: return "syscall tracepoint";
     case Hook::RawTracepoint: return "raw tracepoint";
     case Hook::BtfTracepoint: return "BTF raw tracepoint (tp_btf)";
+    case Hook::SocketTracepoint: return "socket tracepoint (sock_send_length)";
     case Hook::Kprobe: return "kprobe";
     case Hook::Fentry: return "fentry";
     case Hook::Uprobe: return "uprobe";
@@ -34,6 +35,7 @@ std::string_view hook_name(Hook hook) {
 
 std::string_view to_string(SyscallCapture capture) {
   switch (capture) {
+    case SyscallCapture::SocketTracepoint: return "socket tracepoints (sock_recv_length/sock_send_length)";
     case SyscallCapture::Fentry: return "fentry";
     case SyscallCapture::Kprobe: return "kprobes";
     case SyscallCapture::BtfTracepoint: return "BTF raw tracepoints (sys_enter/sys_exit)";
@@ -65,10 +67,12 @@ bool supported(const std::vector<HookCheck>& hooks, Hook hook) {
 
 CapturePath choose_capture_path(const std::vector<HookCheck>& hooks) {
   CapturePath path;
-  // fentry costs least per call and sees typed arguments; kprobes come next. Both hook only
-  // the syscalls followed. BTF raw tracepoints see every syscall but cost ~30 ns each; a
-  // syscall tracepoint costs ~90 ns per followed syscall (docs/benchmarks.md).
+  // The socket tracepoints fire only on socket reads and writes, so files, pipes and every
+  // other syscall pay nothing. fentry and kprobes hook only the syscalls followed, but on any
+  // fd. BTF raw tracepoints see every syscall but cost ~30 ns each; a syscall tracepoint
+  // costs ~90 ns per followed syscall (docs/benchmarks.md).
   constexpr std::pair<SyscallCapture, Hook> kCheapestFirst[] = {
+      {SyscallCapture::SocketTracepoint, Hook::SocketTracepoint},
       {SyscallCapture::Fentry, Hook::Fentry},
       {SyscallCapture::Kprobe, Hook::Kprobe},
       {SyscallCapture::BtfTracepoint, Hook::BtfTracepoint},
@@ -103,8 +107,8 @@ std::vector<std::string> find_missing_requirements(const KernelFacts& facts, con
     missing.push_back("The kernel has no working BPF ring buffer (needs 5.8 or later).");
   if (choose_capture_path(hooks).syscall_capture == SyscallCapture::None)
     missing.push_back(
-        "No syscall hook the capture programs use works here: fentry, BTF raw tracepoints and syscall "
-        "tracepoints all failed.");
+        "No syscall hook the capture programs use works here: socket tracepoints, fentry, BTF raw tracepoints "
+        "and syscall tracepoints all failed.");
   if (!supported(hooks, Hook::TaskStorage))
     missing.push_back(
         "The syscall capture programs keep each traced thread's call in task storage and read the current task "

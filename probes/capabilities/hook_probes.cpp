@@ -209,25 +209,30 @@ struct BtfDeleter {
 using BtfPtr = std::unique_ptr<btf, BtfDeleter>;
 
 // Loads a counting BPF_PROG_TYPE_TRACING program at a kernel BTF id, attaches it and sees it
-// fire: the common part of the fentry and BTF raw tracepoint checks. `target` names it.
+// fire: the common part of the fentry and both BTF raw tracepoint checks. `target` names it.
+// `prologue` runs before the counter and may end the program itself, so a check can make
+// "fired" mean more than "ran".
 HookCheck check_tracing_program(Hook hook, bpf_attach_type attach_type, std::int32_t btf_id, const std::string& target,
-                                const char* program_name) {
+                                const char* program_name, std::vector<bpf_insn> prologue = {},
+                                const std::function<void()>& trigger = trigger_syscalls) {
   FireCounter counter;
   if (!counter.valid()) return refused(hook, counter.error());
   bpf_prog_load_opts opts{};
   opts.expected_attach_type = attach_type;
   opts.attach_btf_id = static_cast<std::uint32_t>(btf_id);
-  const auto insns = counter.program(0);
+  auto insns = std::move(prologue);
+  const auto count = counter.program(0);
+  insns.insert(insns.end(), count.begin(), count.end());
   auto program = load_program(BPF_PROG_TYPE_TRACING, program_name, insns, opts);
   if (!program.fd) return refused(hook, target + ": " + program.error);
   const int link = bpf_raw_tracepoint_open(nullptr, program.fd.get());
   if (link < 0) return refused(hook, "attach to " + target + " refused: " + errno_text(-link));
   UniqueFd link_fd(link);
-  return judge_firing(hook, counter, target, trigger_syscalls);
+  return judge_firing(hook, counter, target, trigger);
 }
 
-// What the capture programs attach to when fentry is refused: sys_enter as a BTF raw
-// tracepoint (BPF_TRACE_RAW_TP). Needs no tracefs and no trampoline.
+// What the capture programs attach to when the socket tracepoints and fentry are refused:
+// sys_enter as a BTF raw tracepoint (BPF_TRACE_RAW_TP). Needs no tracefs and no trampoline.
 HookCheck check_btf_tracepoint(const KernelFacts& facts) {
   constexpr Hook hook = Hook::BtfTracepoint;
   if (!facts.btf_present) return refused(hook, "needs kernel BTF (/sys/kernel/btf/vmlinux), which is absent");
@@ -453,6 +458,59 @@ HookCheck check_sk_msg() {
   if (::poll(&readable, 1, 1000) != 1 || ::recv(pair.server.get(), received.data(), received.size(), 0) <= 0)
     return refused(hook, "attached, but the message did not arrive through the sk_msg program");
   return judge_firing(hook, counter, "a sockhash holding a loopback TCP socket", [] {});
+}
+
+// Byte offset of `member` in the kernel's struct `type`, from its BTF; nullopt if absent.
+std::optional<std::uint32_t> member_offset(const btf* types, const char* type, const char* member) {
+  const std::int32_t id = btf__find_by_name_kind(types, type, BTF_KIND_STRUCT);
+  if (id <= 0) return std::nullopt;
+  const btf_type* structure = btf__type_by_id(types, static_cast<std::uint32_t>(id));
+  const btf_member* members = btf_members(structure);
+  for (std::uint16_t i = 0; i < btf_vlen(structure); ++i)
+    if (std::strcmp(btf__name_by_offset(types, members[i].name_off), member) == 0)
+      return btf_member_bit_offset(structure, i) / 8;
+  return std::nullopt;
+}
+
+// What the socket tracepoint set does on every socket read and write: a tp_btf program on
+// sock_send_length (sock_recv_length and inet_sock_set_state beside it) that takes the
+// syscall's number and arguments from the registers the thread entered the kernel with. The
+// counter only counts a sendto of this process whose regs->orig_ax says sendto, so "fired"
+// means that read works, not just that the tracepoint ran.
+HookCheck check_socket_tracepoint(const KernelFacts& facts) {
+  constexpr Hook hook = Hook::SocketTracepoint;
+  if (!facts.btf_present) return refused(hook, "needs kernel BTF (/sys/kernel/btf/vmlinux), which is absent");
+  BtfPtr vmlinux(btf__load_vmlinux_btf());
+  if (!vmlinux) return refused(hook, "cannot parse kernel BTF: " + errno_text(errno));
+  for (const char* tracepoint : {"sock_send_length", "sock_recv_length", "inet_sock_set_state"})
+    if (btf__find_by_name_kind(vmlinux.get(), (std::string("btf_trace_") + tracepoint).c_str(), BTF_KIND_TYPEDEF) <= 0)
+      return refused(hook, std::string("not supported: this kernel has no ") + tracepoint +
+                               " tracepoint (no btf_trace_" + tracepoint + " in its BTF)");
+  const std::int32_t btf_id = btf__find_by_name_kind(vmlinux.get(), "btf_trace_sock_send_length", BTF_KIND_TYPEDEF);
+  const auto orig_ax = member_offset(vmlinux.get(), "pt_regs", "orig_ax");
+  if (!orig_ax) return refused(hook, "not supported: struct pt_regs has no orig_ax (the set is x86-64 only)");
+
+  auto pair = connect_loopback_tcp();
+  if (!pair.error.empty()) return refused(hook, pair.error);
+  const std::vector<bpf_insn> prologue = {
+      call(BPF_FUNC_get_current_pid_tgid),
+      rsh64_imm(R0, 32),
+      jump_if_not_equal(R0, static_cast<std::int32_t>(::getpid()), 5),
+      call(BPF_FUNC_get_current_task_btf),
+      mov64_reg(R1, R0),
+      call(BPF_FUNC_task_pt_regs),
+      load_u64(R1, R0, static_cast<std::int16_t>(*orig_ax)),
+      jump_if_equal(R1, SYS_sendto, 2),  // on to the counter
+      mov64_imm(R0, 0),
+      exit_insn(),
+  };
+  const int client = pair.client.get();
+  auto check = check_tracing_program(hook, BPF_TRACE_RAW_TP, btf_id, "tp_btf sock_send_length", "et_caps_sock_tp",
+                                     prologue, [client] { ::sendto(client, "x", 1, MSG_NOSIGNAL, nullptr, 0); });
+  if (check.detail.starts_with("attached"))
+    check.detail += check.supported ? ", with sendto's number in bpf_task_pt_regs()->orig_ax"
+                                    : " (or did not find sendto's number in bpf_task_pt_regs()->orig_ax)";
+  return check;
 }
 
 bool bring_loopback_up(std::string& error) {
@@ -791,6 +849,7 @@ std::vector<HookCheck> probe_hooks(const KernelFacts& facts) {
   checks.push_back(check_syscall_tracepoint(facts));
   checks.push_back(check_raw_tracepoint());
   checks.push_back(check_btf_tracepoint(facts));
+  checks.push_back(check_socket_tracepoint(facts));
   checks.push_back(check_kprobe(facts));
   checks.push_back(check_fentry(facts));
   checks.push_back(check_uprobe(facts));

@@ -44,6 +44,7 @@ enum class Hook {
   SyscallTracepoint,
   RawTracepoint,
   BtfTracepoint,
+  SocketTracepoint,  // tp_btf on sock_send_length reading the syscall's registers
   Kprobe,
   Fentry,
   Uprobe,
@@ -71,18 +72,19 @@ struct HookCheck {
   std::string detail;
 };
 
-// Ways to see syscalls, cheapest first: fentry > kprobe > BTF raw tracepoint > syscall
-// tracepoint > raw tracepoint. The capture programs exist for three of them (see
-// kImplementedSyscallCaptures); the others are reported for what they would allow.
-enum class SyscallCapture { Fentry, Kprobe, BtfTracepoint, SyscallTracepoint, RawTracepoint, None };
+// Ways to see syscalls, cheapest first: socket tracepoints > fentry > kprobe > BTF raw
+// tracepoint > syscall tracepoint > raw tracepoint. The capture programs exist for four of
+// them (see kImplementedSyscallCaptures); the others are reported for what they would allow.
+enum class SyscallCapture { SocketTracepoint, Fentry, Kprobe, BtfTracepoint, SyscallTracepoint, RawTracepoint, None };
 
 std::string_view to_string(SyscallCapture capture);
 
 // The hooks bpf/http_capture.bpf.c has programs for, in the order the agent tries them
-// (probes/trace_probes.cpp). fentry (on __x64_sys_*) and the BTF raw tracepoints (with their
-// syscall table) are x86-64 only.
+// (probes/trace_probes.cpp). The socket tracepoints (reading x86-64's pt_regs), fentry (on
+// __x64_sys_*) and the BTF raw tracepoints (with their syscall table) are x86-64 only.
 #if defined(__x86_64__)
-inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::Fentry, SyscallCapture::BtfTracepoint,
+inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::SocketTracepoint, SyscallCapture::Fentry,
+                                                        SyscallCapture::BtfTracepoint,
                                                         SyscallCapture::SyscallTracepoint};
 #else
 inline constexpr std::array kImplementedSyscallCaptures{SyscallCapture::SyscallTracepoint};

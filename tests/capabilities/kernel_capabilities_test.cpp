@@ -145,6 +145,38 @@ TEST_F(KernelCapabilitiesTest, FentryMatchesTheKernelFamily) {
   }
 }
 
+// Whether the kernel has the sock:sock_send_length tracepoint, read from tracefs (privately
+// mounted if need be) rather than from the BTF the probe itself uses.
+bool tracefs_has_sock_send_length() {
+  std::string tracefs;
+  for (const auto& mount : read_mounts())
+    if (mount.fstype == "tracefs") tracefs = mount.mount_point;
+  std::optional<ScopedPseudoMount> private_tracefs;
+  if (tracefs.empty()) {
+    private_tracefs.emplace("tracefs");
+    if (!private_tracefs->mounted()) throw std::runtime_error("cannot mount tracefs: " + private_tracefs->error());
+    tracefs = private_tracefs->path();
+  }
+  return path_exists(tracefs + "/events/sock/sock_send_length/id");
+}
+
+// This VM's 6.18 has the tracepoint, Debian's 6.1 has not; either way the check follows the
+// kernel, and where it works it must have read sendto's number from the task's registers.
+TEST_F(KernelCapabilitiesTest, SocketTracepointFollowsTheKernel) {
+  const bool tracepoint = tracefs_has_sock_send_length();
+  const auto& check = require_check(caps(), Hook::SocketTracepoint);
+#if defined(__x86_64__)
+  EXPECT_EQ(check.supported, tracepoint) << check.detail;
+#endif
+  if (check.supported) {
+    EXPECT_EQ(check.detail,
+              "attached to tp_btf sock_send_length and fired, with sendto's number in bpf_task_pt_regs()->orig_ax");
+  } else if (!tracepoint) {
+    EXPECT_NE(check.detail.find("not supported: this kernel has no sock_send_length tracepoint"), std::string::npos)
+        << check.detail;
+  }
+}
+
 TEST_F(KernelCapabilitiesTest, ProbeWriteUserFollowsLockdown) {
   const auto lockdown = lockdown_from_securityfs();
   ASSERT_NE(lockdown, "unknown");
@@ -170,15 +202,17 @@ TEST_F(KernelCapabilitiesTest, EveryCheckExplainsItself) {
           << check.name << ": " << check.detail;
     }
   }
-  EXPECT_EQ(seen.size(), 18u);
+  EXPECT_EQ(seen.size(), 19u);
 }
 
 TEST_F(KernelCapabilitiesTest, CapturePathIsTheFirstWorkingHookTheAgentHasProgramsFor) {
   const auto& path = caps().capture_path;
-  // BTF raw tracepoints load on this VM and on Debian's 6.1; fentry only on the latter, where
-  // it comes first. kprobes, where they work, are listed but not used.
+  // BTF raw tracepoints load on this VM and on Debian's 6.1; the socket tracepoints only on
+  // this VM, fentry only on Debian's 6.1. kprobes, where they work, are listed but not used.
   EXPECT_TRUE(caps().supports(Hook::BtfTracepoint)) << caps().find(Hook::BtfTracepoint)->detail;
-  const auto expected = caps().supports(Hook::Fentry) ? SyscallCapture::Fentry : SyscallCapture::BtfTracepoint;
+  const auto expected = tracefs_has_sock_send_length() ? SyscallCapture::SocketTracepoint
+                        : caps().supports(Hook::Fentry) ? SyscallCapture::Fentry
+                                                        : SyscallCapture::BtfTracepoint;
   EXPECT_EQ(path.syscall_capture, expected) << to_string(path.syscall_capture);
   EXPECT_TRUE(path.context_injection);
   EXPECT_TRUE(path.uprobes);
@@ -197,17 +231,25 @@ HookCheck fake(Hook hook, bool supported) {
 TEST(ChooseCapturePath, ListsEveryWorkingHookCheapestFirstAndUsesAnImplementedOne) {
   auto path = choose_capture_path({fake(Hook::SyscallTracepoint, true), fake(Hook::Kprobe, true),
                                    fake(Hook::Fentry, true), fake(Hook::RawTracepoint, true),
-                                   fake(Hook::BtfTracepoint, true)});
-  EXPECT_EQ(path.available, (std::vector<SyscallCapture>{SyscallCapture::Fentry, SyscallCapture::Kprobe,
-                                                         SyscallCapture::BtfTracepoint,
+                                   fake(Hook::BtfTracepoint, true), fake(Hook::SocketTracepoint, true)});
+  EXPECT_EQ(path.available, (std::vector<SyscallCapture>{SyscallCapture::SocketTracepoint, SyscallCapture::Fentry,
+                                                         SyscallCapture::Kprobe, SyscallCapture::BtfTracepoint,
                                                          SyscallCapture::SyscallTracepoint,
                                                          SyscallCapture::RawTracepoint}));
   EXPECT_EQ(path.syscall_capture, kImplementedSyscallCaptures.front());
-  // This VM: no fentry, no kprobes.
+  const bool x86_sets = kImplementedSyscallCaptures.size() > 1;
+  // This VM: socket tracepoints, no fentry, no kprobes.
   path = choose_capture_path({fake(Hook::Fentry, false), fake(Hook::Kprobe, false), fake(Hook::BtfTracepoint, true),
-                              fake(Hook::SyscallTracepoint, true)});
-  EXPECT_EQ(path.syscall_capture, kImplementedSyscallCaptures.size() > 1 ? SyscallCapture::BtfTracepoint
-                                                                          : SyscallCapture::SyscallTracepoint);
+                              fake(Hook::SyscallTracepoint, true), fake(Hook::SocketTracepoint, true)});
+  EXPECT_EQ(path.syscall_capture, x86_sets ? SyscallCapture::SocketTracepoint : SyscallCapture::SyscallTracepoint);
+  // Debian's 6.1: no socket tracepoints, so fentry, ahead of BTF raw tracepoints.
+  path = choose_capture_path({fake(Hook::SocketTracepoint, false), fake(Hook::Fentry, true), fake(Hook::Kprobe, true),
+                              fake(Hook::BtfTracepoint, true), fake(Hook::SyscallTracepoint, true)});
+  EXPECT_EQ(path.syscall_capture, x86_sets ? SyscallCapture::Fentry : SyscallCapture::SyscallTracepoint);
+  // Neither socket tracepoints nor fentry: BTF raw tracepoints, ahead of syscall tracepoints.
+  path = choose_capture_path({fake(Hook::SocketTracepoint, false), fake(Hook::Fentry, false),
+                              fake(Hook::BtfTracepoint, true), fake(Hook::SyscallTracepoint, true)});
+  EXPECT_EQ(path.syscall_capture, x86_sets ? SyscallCapture::BtfTracepoint : SyscallCapture::SyscallTracepoint);
   // Without fentry and BTF raw tracepoints: syscall tracepoints, even where kprobes work.
   path = choose_capture_path({fake(Hook::Kprobe, true), fake(Hook::BtfTracepoint, false), fake(Hook::SyscallTracepoint, true)});
   EXPECT_EQ(path.syscall_capture, SyscallCapture::SyscallTracepoint);
