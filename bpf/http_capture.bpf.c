@@ -864,6 +864,22 @@ static __always_inline bool native_syscall(const struct task_struct *task) { ret
 static __always_inline bool possibly_followed(long nr) { return false; }
 #endif
 
+/* Whether syscall `nr` is one of the followed reads and writes, and if so how its buffer
+ * argument is read and whether it brings data in. */
+static __always_inline bool followed_io_syscall(long nr, __u32 *kind, bool *ingress) {
+  switch (nr) {
+    case NR_READ:
+    case NR_RECVFROM: *kind = IO_BUFFER, *ingress = true; return true;
+    case NR_READV: *kind = IO_IOVEC, *ingress = true; return true;
+    case NR_RECVMSG: *kind = IO_MSGHDR, *ingress = true; return true;
+    case NR_WRITE:
+    case NR_SENDTO: *kind = IO_BUFFER, *ingress = false; return true;
+    case NR_WRITEV: *kind = IO_IOVEC, *ingress = false; return true;
+    case NR_SENDMSG: *kind = IO_MSGHDR, *ingress = false; return true;
+    default: return false;
+  }
+}
+
 /* Every syscall on the host passes here: the number test comes first and costs a shift. */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_syscall_enter, struct pt_regs *regs, long nr) {
@@ -871,21 +887,12 @@ int BPF_PROG(on_syscall_enter, struct pt_regs *regs, long nr) {
   if (!native_syscall(bpf_get_current_task_btf())) return 0;
   __u32 fd = (__u32)syscall_arg0(regs);
   __u64 buffer = syscall_arg1(regs), count = syscall_arg2(regs);
+  if (nr == NR_CONNECT) return track_new_connection(fd, ET_ROLE_CLIENT);
+  if (nr == NR_CLOSE) return before_close(fd);
   /* One inlined copy of remember_io, not one per syscall. */
-  __u32 kind = IO_BUFFER, ingress = 0;
-  switch (nr) {
-    case NR_READ:
-    case NR_RECVFROM: ingress = 1; break;
-    case NR_WRITE:
-    case NR_SENDTO: break;
-    case NR_READV: kind = IO_IOVEC, ingress = 1; break;
-    case NR_WRITEV: kind = IO_IOVEC; break;
-    case NR_RECVMSG: kind = IO_MSGHDR, ingress = 1; break;
-    case NR_SENDMSG: kind = IO_MSGHDR; break;
-    case NR_CONNECT: return track_new_connection(fd, ET_ROLE_CLIENT);
-    case NR_CLOSE: return before_close(fd);
-    default: return 0;
-  }
+  __u32 kind = IO_BUFFER;
+  bool ingress = false;
+  if (!followed_io_syscall(nr, &kind, &ingress)) return 0;
   return remember_io(fd, buffer, kind, count, ingress);
 }
 
@@ -924,17 +931,8 @@ int BPF_PROG(on_syscall_exit, struct pt_regs *regs, long ret) {
  * false for anything else that reaches a socket (sendfile, splice, io_uring, the kernel's own
  * sockets), which is left alone as the other hook sets leave it. */
 static __always_inline bool followed_io_call(const struct pt_regs *regs, bool ingress, __u32 *kind) {
-  switch (syscall_number(regs)) {
-    case NR_READ:
-    case NR_RECVFROM: *kind = IO_BUFFER; return ingress;
-    case NR_READV: *kind = IO_IOVEC; return ingress;
-    case NR_RECVMSG: *kind = IO_MSGHDR; return ingress;
-    case NR_WRITE:
-    case NR_SENDTO: *kind = IO_BUFFER; return !ingress;
-    case NR_WRITEV: *kind = IO_IOVEC; return !ingress;
-    case NR_SENDMSG: *kind = IO_MSGHDR; return !ingress;
-    default: return false;
-  }
+  bool reads = false;
+  return followed_io_syscall(syscall_number(regs), kind, &reads) && reads == ingress;
 }
 
 /* Bytes the socket has handed to the application (ingress) or taken from it (egress) so far,
