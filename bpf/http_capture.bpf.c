@@ -799,15 +799,27 @@ static __always_inline void end_connection(struct conn_state *conn) {
     emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
 }
 
+/* Ends and forgets the connection of (tgid, fd); `sock`, when not 0, must be the socket it
+ * was found on, or nothing happens. */
+static __always_inline void forget_connection(__u32 tgid, __u32 fd, __u64 sock) {
+  struct conn_key key = {.tgid = tgid, .fd = fd};
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+  if (!conn || (sock && conn->sock != sock)) return;
+  end_connection(conn);
+  bpf_map_delete_elem(&conns, &key);
+}
+
 static __always_inline int before_close(__u32 fd) {
   struct task_struct *task = bpf_get_current_task_btf();
   if (!current_is_traced(task)) return 0;
-  struct conn_key key = {.tgid = pid_tgid_of(task) >> 32, .fd = fd};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  if (!conn) return 0;
-  end_connection(conn);
-  bpf_map_delete_elem(&conns, &key);
+  forget_connection(task->tgid, fd, 0);
   return 0;
+}
+
+/* A send on `fd` that on_client_send entered already (it runs inside the send, once per
+ * chunk, before the bytes move). */
+static __always_inline bool send_entered(const struct thread_state *thread, __u32 fd) {
+  return thread->call.pending && !thread->call.ingress && thread->call.fd == fd;
 }
 
 /* The reads and writes followed, each with how its buffer argument is read and whether it
@@ -985,8 +997,7 @@ static __always_inline int on_socket_io(struct sock *sk, int returned, int flags
   struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!thread) return 0;
   __u32 fd = (__u32)syscall_arg0(regs);
-  /* on_client_send entered this send already (it runs inside it, before the bytes move). */
-  bool entered = !ingress && thread->call.pending && !thread->call.ingress && thread->call.fd == fd;
+  bool entered = !ingress && send_entered(thread, fd);
   struct conn_state *conn = NULL;
   if (!entered) {
     conn = conn_for_socket(task->tgid, fd, sk, ingress, returned > 0 ? returned : 0, false);
@@ -1013,11 +1024,7 @@ int BPF_PROG(on_socket_state, const struct sock *sk, const int oldstate, const i
   if (!current_is_traced(task)) return 0;
   const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(task);
   if (syscall_number(regs) != NR_CLOSE || !native_syscall(task)) return 0;
-  struct conn_key key = {.tgid = task->tgid, .fd = (__u32)syscall_arg0(regs)};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  if (!conn || conn->sock != (__u64)sk) return 0;
-  end_connection(conn);
-  bpf_map_delete_elem(&conns, &key);
+  forget_connection(task->tgid, (__u32)syscall_arg0(regs), (__u64)sk);
   return 0;
 }
 
@@ -1043,8 +1050,7 @@ int on_client_send(struct sk_msg_md *msg) {
   struct thread_state *thread = bpf_task_storage_get(&io_in_flight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!thread) goto inject;
   __u32 fd = (__u32)syscall_arg0(regs);
-  /* A later chunk of a send already entered. */
-  if (thread->call.pending && !thread->call.ingress && thread->call.fd == fd) goto inject;
+  if (send_entered(thread, fd)) goto inject; /* a later chunk of it */
   struct bpf_sock *socket = msg->sk;
   if (!socket) goto inject;
   struct tcp_sock *tp = bpf_skc_to_tcp_sock(socket);
