@@ -562,6 +562,28 @@ TEST(Cli, BadConfigurationIsAClearErrorNamingTheKey) {
   std::filesystem::remove(config);
 }
 
+// The flags take the words the config file's keys take, and an error names the flag.
+TEST(Cli, FlagsAcceptWhatTheirConfigKeysAcceptAndNameThemselvesInErrors) {
+  for (const char* hooks : {"auto", "socket_tracepoints", "btf_tracepoints", "tracepoints"}) {
+    Subprocess run({edgetrace_binary().string(), "run", "--syscall-hooks", hooks, "--", "true"});
+    EXPECT_EQ(run.wait(), 0) << hooks << ": " << run.stderr_text();
+  }
+  Subprocess bad_hooks({edgetrace_binary().string(), "run", "--syscall-hooks", "kprobes", "--", "true"});
+  EXPECT_EQ(bad_hooks.wait(), 2);
+  EXPECT_NE(bad_hooks.stderr_text().find("--syscall-hooks: expected auto, socket_tracepoints, fentry, btf_tracepoints or "
+                                         "tracepoints, got 'kprobes'"),
+            std::string::npos)
+      << bad_hooks.stderr_text();
+  Subprocess bad_path({edgetrace_binary().string(), "run", "--capture-path", "ebpf", "--", "true"});
+  EXPECT_EQ(bad_path.wait(), 2);
+  EXPECT_NE(bad_path.stderr_text().find("--capture-path: expected auto, syscalls or sockets, got 'ebpf'"), std::string::npos)
+      << bad_path.stderr_text();
+  Subprocess bad_output({edgetrace_binary().string(), "run", "--output", "xml", "--", "true"});
+  EXPECT_EQ(bad_output.wait(), 2);
+  EXPECT_NE(bad_output.stderr_text().find("--output: expected console, json or otlp, got 'xml'"), std::string::npos)
+      << bad_output.stderr_text();
+}
+
 TEST(Cli, RunPassesTheCommandsExitCodeAndRemovesItsCgroup) {
   Subprocess run({edgetrace_binary().string(), "run", "--", "sh", "-c", "exit 7"});
   EXPECT_EQ(run.wait(), 7);

@@ -123,6 +123,16 @@ int agent_command(const std::string& config_file, const SessionOverrides& overri
   return 0;
 }
 
+// A flag's value through the config file's parser for that key, its error naming the flag.
+template <typename Parse>
+auto parse_flag(std::string_view flag, const std::string& text, Parse parse) {
+  try {
+    return parse(text);
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string(flag) + ": " + e.what());
+  }
+}
+
 }  // namespace
 }  // namespace edgetrace
 
@@ -142,26 +152,22 @@ int main(int argc, char** argv) {
   std::vector<std::string> command;
   auto* run = app.add_subcommand("run", "Run a command in a new cgroup and trace it");
   run->add_option("--service-name", overrides.service_name, "service.name for the command's spans");
-  run->add_option("--output", output_text, "console, json or otlp")->check(CLI::IsMember({"console", "json", "otlp"}));
+  run->add_option("--output", output_text, "console, json or otlp");
   run->add_option("--config", config_file, "YAML configuration file")->check(CLI::ExistingFile);
   run->add_option("--queue-dir", overrides.queue_dir, "directory of the disk spill queue");
   run->add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   run->add_flag("--no-inject", overrides.no_inject, "do not inject traceparent into outgoing requests");
-  run->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)")
-      ->check(CLI::IsMember({"auto", "syscalls", "sockets"}));
-  run->add_option("--syscall-hooks", syscall_hooks_text, "auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints (syscall path)")
-      ->check(CLI::IsMember({"auto", "fentry", "btf_tracepoints", "tracepoints"}));
+  run->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)");
+  run->add_option("--syscall-hooks", syscall_hooks_text, "auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints (syscall path)");
   run->add_option("command", command, "the command and its arguments, after --")->required();
 
   std::string agent_config;
   auto* agent = app.add_subcommand("agent", "Trace the cgroups and pids named in a configuration file");
   agent->add_option("--config", agent_config, "YAML configuration file")->required()->check(CLI::ExistingFile);
   agent->add_option("--queue-dir", overrides.queue_dir, "directory of the disk spill queue");
-  agent->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)")
-      ->check(CLI::IsMember({"auto", "syscalls", "sockets"}));
-  agent->add_option("--syscall-hooks", syscall_hooks_text, "auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints (syscall path)")
-      ->check(CLI::IsMember({"auto", "fentry", "btf_tracepoints", "tracepoints"}));
+  agent->add_option("--capture-path", capture_path_text, "auto, syscalls or sockets (see docs/configuration.md)");
+  agent->add_option("--syscall-hooks", syscall_hooks_text, "auto, socket_tracepoints, fentry, btf_tracepoints or tracepoints (syscall path)");
   agent->add_option("--log-level", overrides.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
@@ -172,11 +178,14 @@ int main(int argc, char** argv) {
   queue_status->add_option("--dir", queue_dir, "queue directory")->required();
 
   CLI11_PARSE(app, argc, argv);
-  if (!output_text.empty()) overrides.output = parse_output_kind(output_text);
-  if (!capture_path_text.empty()) overrides.capture_path = parse_capture_path(capture_path_text);
-  if (!syscall_hooks_text.empty()) overrides.syscall_hooks = parse_syscall_hooks(syscall_hooks_text);
 
   try {
+    // The values are checked by the same parsers as the config file's keys, so that the two
+    // accept the same words; an error names the flag.
+    if (!output_text.empty()) overrides.output = parse_flag("--output", output_text, parse_output_kind);
+    if (!capture_path_text.empty()) overrides.capture_path = parse_flag("--capture-path", capture_path_text, parse_capture_path);
+    if (!syscall_hooks_text.empty())
+      overrides.syscall_hooks = parse_flag("--syscall-hooks", syscall_hooks_text, parse_syscall_hooks);
     if (doctor->parsed()) return capabilities::run_doctor(std::cout);
     if (queue_status->parsed()) return print_queue_status(queue_dir, std::cout);
     if (run->parsed()) return run_command(config_file, overrides, command);

@@ -44,7 +44,7 @@ OutputKind parse_output_kind(const std::string& text) {
   if (text == "console") return OutputKind::Console;
   if (text == "json") return OutputKind::Json;
   if (text == "otlp") return OutputKind::Otlp;
-  throw ConfigError("output: expected console, json or otlp, got '" + text + "'");
+  throw ConfigError("expected console, json or otlp, got '" + text + "'");
 }
 
 CapturePath parse_capture_path(const std::string& text) {
@@ -71,7 +71,14 @@ AgentConfig parse_config(const YAML::Node& root) {
                                  "status_interval_seconds", "inject", "exporter", "queue", "tail_sampling", "sampler"});
 
   if (root["service_name"]) config.service_name = scalar<std::string>(root["service_name"], "service_name", "a string");
-  if (root["output"]) config.output = parse_output_kind(scalar<std::string>(root["output"], "output", "a string"));
+  if (root["output"]) {
+    const auto text = scalar<std::string>(root["output"], "output", "a string");
+    try {
+      config.output = parse_output_kind(text);
+    } catch (const ConfigError& error) {
+      throw ConfigError(std::string("output: ") + error.what());
+    }
+  }
   if (root["log_level"]) {
     config.log_level = scalar<std::string>(root["log_level"], "log_level", "a string");
     static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -87,16 +94,17 @@ AgentConfig parse_config(const YAML::Node& root) {
     require_map(capture, "capture");
     reject_unknown_keys(capture, "capture", {"path", "syscall_hooks", "bytes", "max_connections", "ring_buffer_bytes"});
     if (capture["path"]) {
+      const auto text = scalar<std::string>(capture["path"], "capture.path", "a string");
       try {
-        config.capture.path = parse_capture_path(scalar<std::string>(capture["path"], "capture.path", "a string"));
+        config.capture.path = parse_capture_path(text);
       } catch (const ConfigError& error) {
         throw ConfigError(std::string("capture.path: ") + error.what());
       }
     }
     if (capture["syscall_hooks"]) {
+      const auto text = scalar<std::string>(capture["syscall_hooks"], "capture.syscall_hooks", "a string");
       try {
-        config.capture.syscall_hooks =
-            parse_syscall_hooks(scalar<std::string>(capture["syscall_hooks"], "capture.syscall_hooks", "a string"));
+        config.capture.syscall_hooks = parse_syscall_hooks(text);
       } catch (const ConfigError& error) {
         throw ConfigError(std::string("capture.syscall_hooks: ") + error.what());
       }
