@@ -489,6 +489,43 @@ TEST(HttpCapture, ResponseWrittenInPiecesIsTimedToItsLastByte) {
   EXPECT_EQ(client_ports.size(), 1u) << "all on one connection";
 }
 
+// Where the kernel takes a server span's end from its response head's length (the socket
+// tracepoints, the socket path), field names count in any case and a chunked response's
+// Content-Length counts for nothing: each span still ends at its response's last byte, and a
+// lower-case length still lets an idle keep-alive connection's last span go at once.
+TEST(HttpCapture, ResponseLengthFromTheHeadEndsEachSpanAtItsLastByte) {
+  const int port = free_tcp_port();
+  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)});
+  ASSERT_TRUE(wait_for_port(port));
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  // The chunked answer's first write ends exactly Content-Length bytes into its body.
+  const auto result = run_command({"curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-o", "/dev/null", "-w",
+                                   "%{http_code}\n", base + "/shape/chunked-over-length?ms=300",
+                                   base + "/shape/lower-length?ms=300"});
+  ASSERT_EQ(result.exit_code, 0);
+  EXPECT_EQ(result.output, "200\n200\n");
+  ASSERT_TRUE(run.wait_for_spans(2)) << run.process().stderr_text();
+
+  Subprocess idle_client({TEST_HTTP_CLIENT, std::to_string(port), "preexisting", "/shape/lower-length?ms=50"},
+                         {.pipe_stdin = true});
+  ASSERT_TRUE(idle_client.wait_for_lines(1, 10s)) << "first response read";
+  EXPECT_TRUE(run.wait_for_spans(3, 5s)) << "span sent while its connection sits idle";
+  idle_client.write_stdin("go\n");
+  ASSERT_EQ(idle_client.wait(10s), 0);
+  ASSERT_TRUE(run.wait_for_spans(5)) << run.process().stderr_text();
+  ASSERT_EQ(run.stop(), 0);
+
+  const auto spans = run.spans();
+  for (const std::string path : {"/shape/chunked-over-length", "/shape/lower-length"}) {
+    const auto matching = with_path(spans, path);
+    ASSERT_FALSE(matching.empty()) << path;
+    EXPECT_EQ(status_of(matching[0]), 200) << path;
+    EXPECT_GE(duration_ms(matching[0]), 300.0) << path << " ends with its last byte";
+    EXPECT_LT(duration_ms(matching[0]), 300.0 + 250.0) << path;
+  }
+  EXPECT_EQ(with_path(spans, "/shape/lower-length").size(), 4u);
+}
+
 TEST(HttpCapture, AgentJoinsAKeepAliveConnectionOpenedBeforeItStarted) {
   ScratchCgroup cgroup("preexisting");
   const int port = free_tcp_port();

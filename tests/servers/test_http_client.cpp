@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -63,14 +65,16 @@ struct Connection {
     }
   }
 
-  // Reads one response with a Content-Length body; returns its status (0 on EOF).
+  // Reads one response with a Content-Length body (the name in any case); returns its status (0 on EOF).
   int read_response(std::string* body = nullptr) {
     char chunk[65536];
     for (;;) {
       const auto head_end = buffer.find("\r\n\r\n");
       if (head_end != std::string::npos) {
         std::size_t length = 0;
-        if (const auto at = buffer.find("Content-Length: "); at != std::string::npos && at < head_end)
+        std::string head = buffer.substr(0, head_end);
+        std::ranges::transform(head, head.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (const auto at = head.find("content-length: "); at != std::string::npos)
           std::from_chars(buffer.data() + at + 16, buffer.data() + head_end, length);
         if (buffer.size() >= head_end + 4 + length) {
           int status = 0;

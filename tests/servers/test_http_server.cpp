@@ -4,6 +4,10 @@
 //   /slow?ms=N     answers after N milliseconds
 //   /trickle?ms=N  writes the head (with Content-Length), then the body N milliseconds later
 //   /chunked?ms=N  writes a chunked answer in two writes N milliseconds apart
+//   /shape/lower-length?ms=N   like /trickle, its head's field names in lower case
+//   /shape/chunked-over-length?ms=N  a chunked answer whose head also carries a
+//                  Content-Length (chunked wins), its first write ending exactly that many
+//                  bytes into the body
 //   /status/N      answers with status N
 //   /echo          answers with the request body (POST, Content-Length or chunked)
 //   /raw           answers with the whole request as received: head, framing and body
@@ -143,10 +147,18 @@ void serve(int client, bool coalesce) {
       if (target.starts_with("/slow")) {
         pause();
         out = response(200, "slow", keep_alive);
-      } else if (target.starts_with("/trickle") || target.starts_with("/chunked")) {
+      } else if (target.starts_with("/trickle") || target.starts_with("/chunked") || target.starts_with("/shape/")) {
         // Two writes with a pause between them; earlier answers go out first.
         std::string first, second;
-        if (target.starts_with("/trickle")) {
+        const std::string_view close_field = keep_alive ? "" : "connection: close\r\n";
+        if (target.starts_with("/shape/lower-length")) {
+          first = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n" + std::string(close_field) + "\r\n";
+          second = "trickled\n";
+        } else if (target.starts_with("/shape/chunked-over-length")) {
+          first = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n" + std::string(close_field) +
+                  "\r\n5\r\nhe";
+          second = "llo\r\n0\r\n\r\n";
+        } else if (target.starts_with("/trickle")) {
           constexpr std::string_view body = "trickled\n";
           first = response(200, body, keep_alive);
           first.resize(first.size() - body.size());
