@@ -24,6 +24,7 @@
 # instead of ~40 bytes), so the traceparent search has a realistic head to cover.
 # --agent-config passes a YAML config (docs/configuration.md) to every traced run.
 set -euo pipefail
+source "$(dirname "$0")/lib/nginx_hello.sh"
 
 rounds=5 duration=10 connections=50 threads=1 kernel_ns=0 kernel_detail= wrk_headers=() pin=1 agent_config=()
 build="$(cd "$(dirname "$0")/.." && pwd)/build"
@@ -59,21 +60,9 @@ client_cpu=() server_cpu=()
 if ((pin)) && (($(nproc) >= 2)); then client_cpu=(taskset -c 0) server_cpu=(taskset -c 1); fi
 work=$(mktemp -d /tmp/edgetrace-bench-XXXXXX)
 trap 'pkill -f "$work/nginx.conf" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-error_log $work/error.log;
-pid $work/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/body; proxy_temp_path $work/proxy; fastcgi_temp_path $work/fcgi;
-  uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  server { listen 127.0.0.1:$port; location / { return 200 "hello\n"; } }
-}
-CONF
+port=$(free_port)
+write_nginx_hello_conf "$work" "$port"
 
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # Prints "requests_per_second p99_ms requests spans".
 run_mode() {
@@ -91,7 +80,7 @@ run_mode() {
       fi
       env "${sampler[@]}" "$edgetrace" run --output json --log-level info "${agent_config[@]}" "${flags[@]}" -- "${server_cpu[@]}" nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>"$agent_log" & pid=$! ;;
   esac
-  wait_port || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
+  wait_for_port "$port" || { echo "nginx did not start" >&2; kill "$pid"; return 1; }
   local out
   out=$("${client_cpu[@]}" wrk -t$threads -c$connections -d${duration}s --latency "${wrk_headers[@]}" "http://127.0.0.1:$port/")
   if [[ ${STATS_FILE:-} ]]; then bpftool prog show --json >"$STATS_FILE"; fi
