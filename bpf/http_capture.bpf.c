@@ -963,9 +963,19 @@ static __always_inline struct conn_state *conn_for_socket(__u32 tgid, __u32 fd, 
                                                           __u64 moved, bool client_hint) {
   struct conn_key key = {.tgid = tgid, .fd = fd};
   struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  if (conn && conn->sock == (__u64)sk) return conn->protocol >= PROTO_OTHER ? NULL : conn;
-  /* The fd was closed without a state change we saw (another holder kept that socket open)
-   * and now names another socket: what the old one was doing ends here. */
+  if (conn && conn->sock == (__u64)sk) {
+    if (conn->protocol == PROTO_NOT_TCP) return NULL;
+    /* The same address can be a new socket: a socket whose state reached CLOSE before its
+     * close() (shutdown() first, as Python's socketserver does, or a reset) is never
+     * forgotten here, and the kernel hands its memory and its fd number to the next socket.
+     * Its ports tell the two apart. */
+    if (conn->exchange.local_port == sk->__sk_common.skc_num &&
+        conn->exchange.remote_port == bpf_ntohs(sk->__sk_common.skc_dport))
+      return conn->protocol >= PROTO_OTHER ? NULL : conn;
+  }
+  /* The fd was closed without a state change we saw (another holder kept that socket open,
+   * or the state changed before the close) and now names another socket: what the old one
+   * was doing ends here. */
   if (conn) end_connection(conn);
   struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
   bool from_start = tp && bytes_moved_so_far(tp, ingress) == moved;
