@@ -844,7 +844,7 @@ static __always_inline int after_accept(long ret) {
 #if defined(__TARGET_ARCH_x86)
 enum followed_syscall {
   NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_READV = 19, NR_WRITEV = 20, NR_CONNECT = 42, NR_ACCEPT = 43,
-  NR_SENDTO = 44, NR_RECVFROM = 45, NR_SENDMSG = 46, NR_RECVMSG = 47, NR_ACCEPT4 = 288,
+  NR_SENDTO = 44, NR_RECVFROM = 45, NR_SENDMSG = 46, NR_RECVMSG = 47, NR_SHUTDOWN = 48, NR_ACCEPT4 = 288,
 };
 #define FOLLOWED_BELOW_64                                                                                      \
   (1ull << NR_READ | 1ull << NR_WRITE | 1ull << NR_CLOSE | 1ull << NR_READV | 1ull << NR_WRITEV |               \
@@ -866,7 +866,7 @@ static __always_inline bool possibly_followed(long nr) {
  * which name each syscall, are used (probes/trace_probes.cpp never loads this set there). */
 enum followed_syscall {
   NR_READ = -1, NR_WRITE = -2, NR_CLOSE = -3, NR_READV = -4, NR_WRITEV = -5, NR_CONNECT = -6, NR_ACCEPT = -7,
-  NR_SENDTO = -8, NR_RECVFROM = -9, NR_SENDMSG = -10, NR_RECVMSG = -11, NR_ACCEPT4 = -12,
+  NR_SENDTO = -8, NR_RECVFROM = -9, NR_SENDMSG = -10, NR_RECVMSG = -11, NR_ACCEPT4 = -12, NR_SHUTDOWN = -13,
 };
 static __always_inline long syscall_number(const struct pt_regs *regs) { return -100; }
 static __always_inline __u64 syscall_arg0(const struct pt_regs *regs) { return 0; }
@@ -1026,15 +1026,28 @@ int BPF_PROG(on_socket_send, struct sock *sk, int ret, int flags) { return on_so
 /* A close() that ends a connection moves its TCP state (to FIN_WAIT1, LAST_ACK, or CLOSE with
  * a reset) inside the call, so the thread's registers name the fd. The same change made from
  * a softirq may land on a traced thread that is in close() for another fd: only the state
- * of this very socket is ended. */
+ * of this very socket is ended.
+ * A shutdown() moves it too, and a socket shut down before its close() has usually reached
+ * CLOSE by then, outside the close (Python's socketserver ends every connection so). When
+ * the peer had finished already (LAST_ACK) the connection is over and is forgotten here.
+ * Otherwise (FIN_WAIT1) the application may still read but can no longer write: a server's
+ * response is complete, which is all a response delimited by the connection's end waits for. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_socket_state, const struct sock *sk, const int oldstate, const int newstate) {
   if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE) return 0;
   struct task_struct *task = bpf_get_current_task_btf();
   if (!current_is_traced(task)) return 0;
   const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(task);
-  if (syscall_number(regs) != NR_CLOSE || !native_syscall(task)) return 0;
-  forget_connection(task->tgid, (__u32)syscall_arg0(regs), (__u64)sk);
+  long nr = syscall_number(regs);
+  if ((nr != NR_CLOSE && nr != NR_SHUTDOWN) || !native_syscall(task)) return 0;
+  __u32 fd = (__u32)syscall_arg0(regs);
+  if (nr == NR_CLOSE || newstate != TCP_FIN_WAIT1) {
+    forget_connection(task->tgid, fd, (__u64)sk);
+    return 0;
+  }
+  struct conn_key key = {.tgid = task->tgid, .fd = fd};
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
+  if (conn && conn->sock == (__u64)sk && conn->exchange.role == ET_ROLE_SERVER) end_connection(conn);
   return 0;
 }
 

@@ -377,6 +377,39 @@ for round in range(40):
   }
 }
 
+// Python's http.server speaks HTTP/1.0 by default: a response without Content-Length runs
+// until the server ends the connection, which socketserver does with shutdown() and then
+// close(). Each such span must be sent while the server runs on (on the socket tracepoints
+// it once never was: the close came after the socket had reached CLOSE).
+TEST(HttpCapture, ResponseEndedByTheConnectionIsSentWhenTheServerShutsDown) {
+  const int port = free_tcp_port();
+  const std::string program = R"(
+import http.server, signal, sys
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"until the connection ends\n")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+)";
+  TracedRun run({"python3", "-c", program, std::to_string(port)});
+  ASSERT_TRUE(wait_for_port(port));
+  // Each span must arrive before the next connection: a new socket in the old one's fd
+  // would end the old state anyway.
+  for (std::size_t i = 1; i <= 3; ++i) {
+    EXPECT_EQ(curl("http://127.0.0.1:" + std::to_string(port) + "/until-close").output, "200");
+    ASSERT_TRUE(run.wait_for_spans(i, 5s)) << "span " << i << " sent while its server runs on: " << run.process().stderr_text();
+  }
+  ASSERT_EQ(run.stop(), 0);
+  const auto spans = with_path(run.spans(), "/until-close");
+  ASSERT_EQ(spans.size(), 3u);
+  for (const auto& span : spans) EXPECT_EQ(status_of(span), 200) << span.dump();
+}
+
 TEST(HttpCapture, Ipv6) {
   const int port = free_tcp_port();
   TracedRun run({TEST_HTTP_SERVER, std::to_string(port), "--ipv6"});
