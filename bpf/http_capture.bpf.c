@@ -799,12 +799,18 @@ static __always_inline void end_connection(struct conn_state *conn) {
     emit_exchange(conn, ET_EXCHANGE_CLOSED | ET_EXCHANGE_NO_RESPONSE);
 }
 
+/* The state of `key` if it was found on `sock` (on any socket when 0), else NULL. */
+static __always_inline struct conn_state *state_on_socket(const struct conn_key *key, __u64 sock) {
+  struct conn_state *conn = bpf_map_lookup_elem(&conns, key);
+  return conn && (!sock || conn->sock == sock) ? conn : NULL;
+}
+
 /* Ends and forgets the connection of (tgid, fd); `sock`, when not 0, must be the socket it
  * was found on, or nothing happens. */
 static __always_inline void forget_connection(__u32 tgid, __u32 fd, __u64 sock) {
   struct conn_key key = {.tgid = tgid, .fd = fd};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  if (!conn || (sock && conn->sock != sock)) return;
+  struct conn_state *conn = state_on_socket(&key, sock);
+  if (!conn) return;
   end_connection(conn);
   bpf_map_delete_elem(&conns, &key);
 }
@@ -1046,8 +1052,8 @@ int BPF_PROG(on_socket_state, const struct sock *sk, const int oldstate, const i
     return 0;
   }
   struct conn_key key = {.tgid = task->tgid, .fd = fd};
-  struct conn_state *conn = bpf_map_lookup_elem(&conns, &key);
-  if (conn && conn->sock == (__u64)sk && conn->exchange.role == ET_ROLE_SERVER) end_connection(conn);
+  struct conn_state *conn = state_on_socket(&key, (__u64)sk);
+  if (conn && conn->exchange.role == ET_ROLE_SERVER) end_connection(conn);
   return 0;
 }
 

@@ -123,16 +123,6 @@ int agent_command(const std::string& config_file, const SessionOverrides& overri
   return 0;
 }
 
-// A flag's value through the config file's parser for that key, its error naming the flag.
-template <typename Parse>
-auto parse_flag(std::string_view flag, const std::string& text, Parse parse) {
-  try {
-    return parse(text);
-  } catch (const ConfigError& e) {
-    throw ConfigError(std::string(flag) + ": " + e.what());
-  }
-}
-
 }  // namespace
 }  // namespace edgetrace
 
@@ -182,10 +172,10 @@ int main(int argc, char** argv) {
   try {
     // The values are checked by the same parsers as the config file's keys, so that the two
     // accept the same words; an error names the flag.
-    if (!output_text.empty()) overrides.output = parse_flag("--output", output_text, parse_output_kind);
-    if (!capture_path_text.empty()) overrides.capture_path = parse_flag("--capture-path", capture_path_text, parse_capture_path);
+    if (!output_text.empty()) overrides.output = parse_named("--output", output_text, parse_output_kind);
+    if (!capture_path_text.empty()) overrides.capture_path = parse_named("--capture-path", capture_path_text, parse_capture_path);
     if (!syscall_hooks_text.empty())
-      overrides.syscall_hooks = parse_flag("--syscall-hooks", syscall_hooks_text, parse_syscall_hooks);
+      overrides.syscall_hooks = parse_named("--syscall-hooks", syscall_hooks_text, parse_syscall_hooks);
     if (doctor->parsed()) return capabilities::run_doctor(std::cout);
     if (queue_status->parsed()) return print_queue_status(queue_dir, std::cout);
     if (run->parsed()) return run_command(config_file, overrides, command);

@@ -71,14 +71,8 @@ AgentConfig parse_config(const YAML::Node& root) {
                                  "status_interval_seconds", "inject", "exporter", "queue", "tail_sampling", "sampler"});
 
   if (root["service_name"]) config.service_name = scalar<std::string>(root["service_name"], "service_name", "a string");
-  if (root["output"]) {
-    const auto text = scalar<std::string>(root["output"], "output", "a string");
-    try {
-      config.output = parse_output_kind(text);
-    } catch (const ConfigError& error) {
-      throw ConfigError(std::string("output: ") + error.what());
-    }
-  }
+  if (root["output"])
+    config.output = parse_named("output", scalar<std::string>(root["output"], "output", "a string"), parse_output_kind);
   if (root["log_level"]) {
     config.log_level = scalar<std::string>(root["log_level"], "log_level", "a string");
     static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -94,20 +88,13 @@ AgentConfig parse_config(const YAML::Node& root) {
     require_map(capture, "capture");
     reject_unknown_keys(capture, "capture", {"path", "syscall_hooks", "bytes", "max_connections", "ring_buffer_bytes"});
     if (capture["path"]) {
-      const auto text = scalar<std::string>(capture["path"], "capture.path", "a string");
-      try {
-        config.capture.path = parse_capture_path(text);
-      } catch (const ConfigError& error) {
-        throw ConfigError(std::string("capture.path: ") + error.what());
-      }
+      config.capture.path =
+          parse_named("capture.path", scalar<std::string>(capture["path"], "capture.path", "a string"), parse_capture_path);
     }
     if (capture["syscall_hooks"]) {
-      const auto text = scalar<std::string>(capture["syscall_hooks"], "capture.syscall_hooks", "a string");
-      try {
-        config.capture.syscall_hooks = parse_syscall_hooks(text);
-      } catch (const ConfigError& error) {
-        throw ConfigError(std::string("capture.syscall_hooks: ") + error.what());
-      }
+      config.capture.syscall_hooks = parse_named(
+          "capture.syscall_hooks", scalar<std::string>(capture["syscall_hooks"], "capture.syscall_hooks", "a string"),
+          parse_syscall_hooks);
     }
     if (capture["bytes"]) config.capture.capture_bytes = power_of_two(capture["bytes"], "capture.bytes", 64, 1024);
     if (capture["max_connections"]) {
