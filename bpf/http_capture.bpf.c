@@ -1002,9 +1002,59 @@ static __always_inline struct conn_state *conn_for_socket(__u32 tgid, __u32 fd, 
   return conn;
 }
 
+/* The response to a server request head sampling turned down needs none of its sends
+ * followed: the exchange is only counted, when the server's next read or its close ends it.
+ * So once such a request is known to be whole (request_whole), the read that brought it
+ * moves the exchange to its response phase at once (the full path does so at the
+ * response's first send, counted_only), and its sends are let go before anything else when
+ * they are on the socket whose request this thread read last on this CPU, and that socket
+ * has read nothing since: then the exchange is still that one. Per CPU rather than in the
+ * thread's task storage, whose lookup costs more than the rest of the check; a thread that
+ * moved to another CPU in between merely takes the full path. A request that may have more
+ * to come (a body, a head split across reads) keeps the full path, which tells its
+ * response from its next bytes. */
+struct quiet_response {
+  __u64 sock;
+  __u32 tid;
+  __u32 copied_seq;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct quiet_response);
+} quiet_responses SEC(".maps");
+
+static __always_inline bool sends_quiet_response(const struct task_struct *task, struct sock *sk) {
+  __u32 zero = 0;
+  const struct quiet_response *quiet = bpf_map_lookup_elem(&quiet_responses, &zero);
+  if (!quiet || quiet->sock != (__u64)sk || quiet->tid != (__u32)task->pid) return false;
+  const struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+  return tp && tp->copied_seq == quiet->copied_seq;
+}
+
+/* After a server's read: a whole request head sampling turned down is answered from here
+ * on, and its sends may be let go. */
+static __always_inline void note_quiet_response(const struct task_struct *task, struct sock *sk,
+                                                struct conn_state *conn) {
+  if (conn->exchange.role != ET_ROLE_SERVER || conn->phase != PHASE_REQUEST || !conn->request_whole ||
+      !exchange_unsampled(conn))
+    return;
+  const struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+  __u32 zero = 0;
+  struct quiet_response *quiet = bpf_map_lookup_elem(&quiet_responses, &zero);
+  if (!tp || !quiet) return;
+  conn->phase = PHASE_RESPONSE;
+  quiet->sock = (__u64)sk;
+  quiet->tid = (__u32)task->pid;
+  quiet->copied_seq = tp->copied_seq;
+}
+
 static __always_inline int on_socket_io(struct sock *sk, int returned, int flags, bool ingress) {
   struct task_struct *task = bpf_get_current_task_btf();
   if (!current_is_traced(task)) return 0;
+  if (!ingress && sends_quiet_response(task, sk)) return 0;
   /* A peek leaves the bytes for the read that follows. */
   if (ingress && (flags & MSG_PEEK)) return 0;
   const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(task);
@@ -1020,7 +1070,9 @@ static __always_inline int on_socket_io(struct sock *sk, int returned, int flags
     if (!conn) return 0;
     remember_call(task, thread, conn, fd, syscall_arg1(regs), kind, syscall_arg2(regs), ingress, false);
   }
-  return complete_call(task, thread, conn, returned);
+  complete_call(task, thread, conn, returned);
+  if (ingress) note_quiet_response(task, sk, conn);
+  return 0;
 }
 
 SEC("tp_btf/sock_recv_length")

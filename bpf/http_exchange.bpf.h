@@ -48,7 +48,10 @@ struct conn_state {
   __u16 scanned;        /* request bytes already searched for traceparent */
   __u8 gap;             /* socket path: a segment went missing, capture no more of this exchange */
   __u8 emitted;         /* the current exchange's record was sent (or counted) already */
-  __u8 _pad1[2];
+  /* Server: the request bytes read so far are exactly one request head that announces no
+   * body, so nothing more of this request is to come (settle_server_context). */
+  __u8 request_whole;
+  __u8 _pad1;
   /* The current response's whole length in bytes, as its head gives it, or 0 when the head
    * does not say or nobody asked (see note_response_length). */
   __u32 response_expected;
@@ -180,13 +183,17 @@ __noinline int settle_server_context(struct conn_state *conn, int force) {
   struct head_scan scan = {};
   struct server_decision decision = {};
   bool complete = force || ex->request_captured >= capture_bytes;
-  if (!decide_server_context(ex->data, conn->scanned & ~7u, ex->request_captured, complete, &scan, &decision,
+  __u32 start = conn->scanned & ~7u;
+  if (!decide_server_context(ex->data, start, ex->request_captured, complete, &scan, &decision,
                              ex->connection_id)) {
     /* Head still incomplete: look again from the last full line on the next read. */
     conn->scanned = scan.line_end > 0 ? ex->request_captured : 0;
     return 0;
   }
   apply_server_decision(conn, &decision);
+  /* Only a scan of the whole head knows it announces no body. */
+  conn->request_whole = start == 0 && scan.head_end >= 0 && !scan.announces_body &&
+                        (__u32)scan.head_end == ex->request_captured && ex->request_bytes == ex->request_captured;
   return 0;
 }
 
@@ -247,6 +254,7 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
   conn->scanned = 0;
   conn->gap = 0;
   conn->emitted = 0;
+  conn->request_whole = 0;
   conn->response_expected = 0;
   conn->protocol = PROTO_HTTP1;
   conn->phase = PHASE_REQUEST;

@@ -234,9 +234,10 @@ TEST(HttpCapture, AFullRingBufferCountsEveryExchangeItDrops) {
 
 // Head sampling at ratio 1/4 on the server side, through every way a request can arrive:
 // whole heads on a keep-alive connection (on the socket path, decided from their first
-// segment and never written to the connection's state when turned down), heads split over
-// three writes, large bodies, and incoming traceparents that force the decision or are
-// invalid. Each request is either sent or counted, and each root's decision is the one its
+// segment and never written to the connection's state when turned down; on the socket
+// tracepoints, their responses' sends let go at once), heads split over three writes, large
+// bodies, bodies read apart from their heads that look like requests themselves, and incoming
+// traceparents that force the decision or are invalid. Each request is either sent or counted, and each root's decision is the one its
 // own trace id calls for.
 TEST(HttpCapture, HeadSamplingDecidesEveryRequestFromItsTraceId) {
   const int port = free_tcp_port();
@@ -248,13 +249,15 @@ TEST(HttpCapture, HeadSamplingDecidesEveryRequestFromItsTraceId) {
   ASSERT_EQ(client(port, {"keepalive", std::to_string(keepalive_requests), "/ratio"}).exit_code, 0);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(client(port, {"split", "/split"}).exit_code, 0);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(client(port, {"post", "200000"}).exit_code, 0);
+  constexpr int request_bodies = 12;
+  ASSERT_EQ(client(port, {"post-request-body", std::to_string(request_bodies)}).exit_code, 0);
   const std::string joined = "4bf92f3577b34da6a3ce929d0e0e4736", declined = "0af7651916cd43dd8448eb211c80319c";
   // Behind a long line, so the head search has to cross several of its 64-byte steps.
   const std::string cookie = "Cookie: session=" + std::string(230, 'c') + "; theme=dark";
   EXPECT_EQ(curl(base + "/joined", {"-H", cookie, "-H", "traceparent: 00-" + joined + "-00f067aa0ba902b7-01"}).output, "200");
   EXPECT_EQ(curl(base + "/declined", {"-H", "traceparent: 00-" + declined + "-00f067aa0ba902b7-00"}).output, "200");
   EXPECT_EQ(curl(base + "/invalid", {"-H", "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}).output, "200");
-  constexpr int requests = keepalive_requests + 3 + 3 + 3;
+  constexpr int requests = keepalive_requests + 3 + 3 + request_bodies + 3;
   std::this_thread::sleep_for(500ms);
   ASSERT_EQ(run.stop(), 0);
 

@@ -5,6 +5,8 @@
 //   statuses N           N requests for /status/<code> with varied codes, in a single write
 //   garbage              random bytes, then read whatever comes back
 //   post BYTES           one POST /echo with a body of BYTES bytes, response checked
+//   post-request-body N  N POST /echo on one connection, each body a GET request's head,
+//                        written after its own head and a pause so that it is read apart
 //   preexisting PATH     one request, then waits for a line on stdin, then two more
 //   integrity N SEED [FILE]  N random requests to /raw (GET, POST with Content-Length or chunked
 //                        bodies, some pipelined three to a write) on keep-alive connections;
@@ -162,6 +164,21 @@ int main(int argc, char** argv) {
     if (echoed != body) {
       std::fprintf(stderr, "echoed body differs\n");
       failures++;
+    }
+  } else if (mode == "post-request-body") {
+    const int count = std::atoi(argv[3]);
+    const std::string body = get("/in-a-body");
+    for (int i = 0; i < count; ++i) {
+      connection.send("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(body.size()) +
+                      "\r\n\r\n");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      connection.send(body);
+      std::string echoed;
+      failures += expect_ok(connection.read_response(&echoed));
+      if (echoed != body) {
+        std::fprintf(stderr, "echoed body differs\n");
+        failures++;
+      }
     }
   } else if (mode == "preexisting") {
     connection.send(get(argv[3]));
