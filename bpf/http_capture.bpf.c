@@ -1006,9 +1006,9 @@ static __always_inline struct conn_state *conn_for_socket(__u32 tgid, __u32 fd, 
  * followed: the exchange is only counted, when the server's next read or its close ends it.
  * So once such a request is known to be whole (request_whole), the read that brought it
  * moves the exchange to its response phase at once (the full path does so at the
- * response's first send, counted_only), and its sends are let go before anything else when
- * they are on the socket whose request this thread read last on this CPU, and that socket
- * has read nothing since: then the exchange is still that one. Per CPU rather than in the
+ * response's first send, counted_only), and its sends are let go right after the opt-in
+ * check when they are on the socket whose request this thread read last on this CPU, and
+ * that socket has read nothing since (copied_seq): then the exchange is still that one. Per CPU rather than in the
  * thread's task storage, whose lookup costs more than the rest of the check; a thread that
  * moved to another CPU in between merely takes the full path. A request that may have more
  * to come (a body, a head split across reads) keeps the full path, which tells its
