@@ -47,10 +47,10 @@ static __always_inline bool is_response_start(__u64 w, __s64 len) {
 #define TRACEPARENT_WORD (WORD4('t', 'r', 'a', 'c') | WORD4('e', 'p', 'a', 'r') << 32)
 #define ENT_COLON_WORD WORD4('e', 'n', 't', ':')
 #define CONTENT_DASH_WORD (WORD4('c', 'o', 'n', 't') | WORD4('e', 'n', 't', '-') << 32)
-#define LENGTH_COLON_WORD (WORD4('l', 'e', 'n', 'g') | WORD4('t', 'h', ':', 0) << 32)
 #define TRANSFER_WORD (WORD4('t', 'r', 'a', 'n') | WORD4('s', 'f', 'e', 'r') << 32)
 #define DASH_ENC_WORD WORD4('-', 'e', 'n', 'c')
 #define LENG_WORD WORD4('l', 'e', 'n', 'g')
+#define LENGTH_COLON_WORD (LENG_WORD | WORD4('t', 'h', ':', 0) << 32)
 #define NEWLINES 0x0a0a0a0a0a0a0a0aull
 #define LOW_BITS 0x0101010101010101ull
 #define HIGH_BITS 0x8080808080808080ull
