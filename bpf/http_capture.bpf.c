@@ -95,6 +95,7 @@ struct thread_state {
    * (forked_contexts) has been taken over. */
   __u8 started;
   __u8 _pad[3];
+  __u32 tid; /* this thread's id, set with `started`: spares a helper call per exchange */
 };
 
 struct {
@@ -122,8 +123,6 @@ struct {
   __type(key, __u32);
   __type(value, struct opt_in_verdict);
 } opt_in_verdicts SEC(".maps");
-
-static __always_inline __u32 current_thread_id(void) { return (__u32)bpf_get_current_pid_tgid(); }
 
 #include "http_exchange.bpf.h"
 
@@ -509,7 +508,7 @@ static __always_inline int on_request_bytes(struct conn_state *conn, struct thre
       return REQUEST_BYTES_IGNORED;
     }
     if (conn->phase == PHASE_RESPONSE) emit_exchange(conn, 0);
-    begin_exchange(conn, start_ns, 0);
+    begin_exchange(conn, start_ns, 0, thread->tid);
     if (conn->exchange.role == ET_ROLE_SERVER) remember_server_thread(thread, conn);
     outcome = REQUEST_BYTES_OPENED;
   }
@@ -523,13 +522,14 @@ static __always_inline int on_request_bytes(struct conn_state *conn, struct thre
   return outcome;
 }
 
-static __always_inline void on_response_bytes(struct conn_state *conn, const struct io_args *io, __s64 length,
-                                              __u64 first_word, __u64 start_ns, __u64 end_ns) {
+static __always_inline void on_response_bytes(struct conn_state *conn, const struct thread_state *thread,
+                                              const struct io_args *io, __s64 length, __u64 first_word,
+                                              __u64 start_ns, __u64 end_ns) {
   if (conn->phase == PHASE_IDLE) {
     /* A connection joined mid-stream whose first request we missed (its reader was already
      * blocked in read() when we attached): keep the response, the request stays unknown. */
     if (conn->from_start || conn->exchange.sequence != 0 || !is_response_start(first_word, length)) return;
-    begin_exchange(conn, start_ns, 0);
+    begin_exchange(conn, start_ns, 0, thread->tid);
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = start_ns;
   } else if (conn->phase == PHASE_REQUEST) {
@@ -614,7 +614,7 @@ static __always_inline bool before_client_send(struct conn_state *conn, const st
   /* Bytes past first_length are never compared. */
   if (!is_request_start(load_u64(scratch->bytes), first_length)) return false;
   if (conn->phase == PHASE_RESPONSE) emit_exchange(conn, 0);
-  begin_exchange(conn, now, 0);
+  begin_exchange(conn, now, 0, thread->tid);
   settle_client_context(conn, serving_exchange(thread), scratch, first_length, may_plan);
   if (!(conn->exchange.flags & ET_EXCHANGE_INJECTED)) return false;
   if (total != first_length) {
@@ -630,6 +630,7 @@ static __always_inline bool before_client_send(struct conn_state *conn, const st
  * down (on_fork). */
 static __always_inline void adopt_forked_context(struct thread_state *thread, __u32 tid) {
   thread->started = 1;
+  thread->tid = tid;
   struct thread_context *inherited = bpf_map_lookup_elem(&forked_contexts, &tid);
   if (!inherited) return;
   thread->context = *inherited;
@@ -769,7 +770,7 @@ static __always_inline int complete_call(struct task_struct *task, struct thread
   if (request_side)
     on_request_bytes(conn, thread, &io, returned, first_word, start, now, 0);
   else
-    on_response_bytes(conn, &io, returned, first_word, start, now);
+    on_response_bytes(conn, thread, &io, returned, first_word, start, now);
   return 0;
 }
 

@@ -8,9 +8,6 @@
 #include "edgetrace.h"
 #include "http_head.bpf.h"
 
-/* Each object defines current_thread_id() before including this header: the syscall path
- * asks bpf_get_current_pid_tgid(), which Linux 6.1 does not offer cgroup_skb programs. */
-
 /* Set before load. A power of two no larger than ET_MAX_CAPTURE. */
 const volatile __u32 capture_bytes = ET_DEFAULT_CAPTURE;
 /* Set before load: wake the consumer once this much data waits (a quarter of the ring). */
@@ -236,11 +233,13 @@ static __always_inline void emit_exchange(struct conn_state *conn, __u32 extra_f
   finish_exchange(conn, extra_flags);
 }
 
-static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_ns, __u32 flags) {
+/* `tid`: the thread that reads the request (server) or writes it (client), 0 when not known
+ * here. */
+static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_ns, __u32 flags, __u32 tid) {
   struct et_http_exchange *ex = &conn->exchange;
   ex->flags = flags;
   ex->sequence += 1;
-  ex->tid = current_thread_id();
+  ex->tid = tid;
   ex->request_start_ns = start_ns;
   ex->request_end_ns = start_ns;
   ex->response_start_ns = 0;
@@ -261,10 +260,11 @@ static __always_inline void begin_exchange(struct conn_state *conn, __u64 start_
 }
 
 /* The next exchange of a pipelined batch, opened when its response starts: its request lies
- * further on in the request bytes the previous record carried. It shares the batch's
- * decision (only a recorded exchange is split this way; see start_recorded_root_context). */
+ * further on in the request bytes the previous record carried, read by the same thread. It
+ * shares the batch's decision (only a recorded exchange is split this way; see
+ * start_recorded_root_context). */
 static __always_inline void begin_pipelined_continuation(struct conn_state *conn, __u64 request_start_ns) {
-  begin_exchange(conn, request_start_ns, ET_EXCHANGE_PIPELINED);
+  begin_exchange(conn, request_start_ns, ET_EXCHANGE_PIPELINED, conn->exchange.tid);
   start_recorded_root_context(&conn->exchange);
   conn->context_decided = 1;
 }

@@ -24,10 +24,6 @@
 
 #include "edgetrace.h"
 
-/* A segment arriving runs in whatever task the softirq interrupted, so only a sender is
- * known (note_sender); Linux 6.1 also refuses bpf_get_current_pid_tgid() in cgroup_skb. */
-static __always_inline __u32 current_thread_id(void) { return 0; }
-
 #include "http_exchange.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -345,7 +341,9 @@ static __always_inline void on_request_segment(struct conn_state *conn, struct _
   }
   __u64 now = segment_time(skb, egress);
   if (opens_exchange) {
-    begin_exchange(conn, now, 0);
+    /* A segment arriving runs in whatever task the softirq interrupted, so only a sender is
+     * known (note_sender). */
+    begin_exchange(conn, now, 0, 0);
     if (egress) note_sender(&conn->exchange);
     if (decision) apply_server_decision(conn, decision);
   }
@@ -362,7 +360,7 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
     /* Joined mid-stream with the request missed: keep the response, the request stays
      * unknown. */
     if (conn->from_start || conn->exchange.sequence != 0 || !is_response_start(first_word, seg->payload_length)) return;
-    begin_exchange(conn, now, 0);
+    begin_exchange(conn, now, 0, 0);
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;
     if (egress) note_sender(&conn->exchange);
@@ -379,11 +377,10 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
     /* The next response of pipelined requests (see the syscall path). */
     __u64 request_start = conn->exchange.request_start_ns;
     __u64 request_end = conn->exchange.request_end_ns;
-    __u32 tgid = conn->exchange.tgid, tid = conn->exchange.tid;
+    __u32 tgid = conn->exchange.tgid;
     emit_socket_exchange(conn, 0);
     begin_pipelined_continuation(conn, request_start);
     conn->exchange.tgid = tgid;
-    conn->exchange.tid = tid;
     conn->exchange.request_end_ns = request_end;
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;

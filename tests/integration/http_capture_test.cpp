@@ -104,22 +104,33 @@ TEST(HttpCapture, KeepAliveConnectionGivesOneSpanPerRequest) {
   ASSERT_TRUE(wait_for_port(port));
   const auto result = client(port, {"keepalive", "25", "/ka"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  ASSERT_TRUE(run.wait_for_spans(25)) << run.process().stderr_text();
+  // The server runs a thread per connection and names it in this answer.
+  const auto served_by = run_command({"curl", "-sS", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/thread"});
+  ASSERT_EQ(served_by.exit_code, 0) << served_by.output;
+  ASSERT_TRUE(run.wait_for_spans(26)) << run.process().stderr_text();
   ASSERT_EQ(run.stop(), 0);
 
   const auto spans = with_path(run.spans(), "/ka");
   ASSERT_EQ(spans.size(), 25u);
   std::set<std::string> queries, span_ids;
-  std::set<std::int64_t> client_ports;
+  std::set<std::int64_t> client_ports, threads;
   for (const auto& s : spans) {
     EXPECT_EQ(status_of(s), 200);
     queries.insert(s["attributes"]["url.query"].get<std::string>());
     span_ids.insert(s["span_id"].get<std::string>());
     client_ports.insert(s["attributes"]["network.peer.port"].get<std::int64_t>());
+    threads.insert(s["attributes"]["thread.id"].get<std::int64_t>());
   }
   EXPECT_EQ(queries.size(), 25u) << "every request of the connection appears once";
   EXPECT_EQ(span_ids.size(), 25u);
   EXPECT_EQ(client_ports.size(), 1u) << "all on one connection";
+  ASSERT_EQ(threads.size(), 1u) << "one thread served the connection";
+  EXPECT_NE(*threads.begin(), spans[0]["resource"]["process.pid"].get<std::int64_t>()) << "not the accepting thread";
+
+  const auto thread_spans = with_path(run.spans(), "/thread");
+  ASSERT_EQ(thread_spans.size(), 1u);
+  EXPECT_EQ(thread_spans[0]["attributes"]["thread.id"].get<std::int64_t>(), std::stoll(served_by.output))
+      << "the span names the thread that read the request";
 }
 
 // ~80-byte pipelined requests against the 512-byte capture. Answered in separate writes,

@@ -11,6 +11,7 @@
 //   /status/N      answers with status N
 //   /echo          answers with the request body (POST, Content-Length or chunked)
 //   /raw           answers with the whole request as received: head, framing and body
+//   /thread        answers with the id of the thread serving the connection
 //   anything else  200 "hello"
 // With --coalesce, the answers to pipelined requests read together go out in one write.
 #include <arpa/inet.h>
@@ -179,6 +180,8 @@ void serve(int client, bool coalesce) {
         out = response(status, "status", keep_alive);
       } else if (target.starts_with("/raw")) {
         out = response(200, std::string_view(buffer).substr(0, consumed), keep_alive);
+      } else if (target.starts_with("/thread")) {
+        out = response(200, std::to_string(gettid()), keep_alive);
       } else if (target.starts_with("/echo")) {
         out = response(200, body, keep_alive);
       } else {
