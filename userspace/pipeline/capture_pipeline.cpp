@@ -46,16 +46,21 @@ void CapturePipeline::run(std::stop_token stop) {
   using clock = std::chrono::steady_clock;
   auto last_flush = clock::now();
   auto last_status = clock::now();
+  auto last_drain = clock::now();
+  auto wait = pacer_.next_wait(0, {});
   while (!stop.stop_requested()) {
+    std::size_t records = 0;
     try {
-      // The kernel wakes us only when the ring fills up; otherwise drain on this tick.
-      reader_.poll(std::chrono::milliseconds(50));
-      reader_.drain();
+      // The kernel wakes us only when the ring fills up; otherwise drain after this wait.
+      records += static_cast<std::size_t>(reader_.poll(wait));
+      records += static_cast<std::size_t>(reader_.drain());
       stitcher_.deliver();
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
     const auto now = clock::now();
+    wait = pacer_.next_wait(records, now - last_drain);
+    last_drain = now;
     if (now - last_flush >= options_.flush_interval) {
       sink_.flush();
       last_flush = now;

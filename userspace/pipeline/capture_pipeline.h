@@ -6,6 +6,7 @@
 #include <functional>
 #include <thread>
 
+#include "pipeline/drain_pacer.h"
 #include "ring_buffer_reader.h"
 #include "span/span.h"
 #include "stitch/exchange_stitcher.h"
@@ -40,6 +41,7 @@ class CapturePipeline {
   SpanSink& sink_;
   PipelineOptions options_;
   RingBufferReader reader_;
+  DrainPacer pacer_;
   std::jthread thread_;
 };
 
