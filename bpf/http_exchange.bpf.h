@@ -290,16 +290,18 @@ static __always_inline bool response_is_interim(struct conn_state *conn) {
  * close-delimited bodies, an interim 1xx, a pipelined continuation (its request, further on
  * in the request bytes, is not looked at), a request not captured, or a head longer than the
  * captured prefix. Such a response is sent when the next request starts or the connection
- * ends. Global (not inlined): the verifier checks the scan once. */
+ * ends. Returns 1 when more of the response's bytes could not change the answer, 0 while
+ * its head is not all captured. Global (not inlined): the verifier checks the scan once. */
 __noinline int note_response_length(struct conn_state *conn) {
-  if (!conn) return 0;
+  if (!conn) return 1;
   struct et_http_exchange *ex = &conn->exchange;
   conn->response_expected = 0;
   __u32 have = ex->response_captured;
-  if (have < 16 || have > ET_MAX_CAPTURE || ex->request_captured < 5 || (ex->flags & ET_EXCHANGE_PIPELINED)) return 0;
+  if (have > ET_MAX_CAPTURE || ex->request_captured < 5 || (ex->flags & ET_EXCHANGE_PIPELINED)) return 1;
+  if (have < 16) return 0;
   const __u8 *bytes = &ex->data[bounded(ex->response_offset, 2 * ET_MAX_CAPTURE - 1)];
   __u8 class = bytes[9], tens = bytes[10], units = bytes[11];
-  if (class == '1') return 0;
+  if (class == '1') return 1;
   bool head_request = ex->data[0] == 'H' && ex->data[1] == 'E' && ex->data[2] == 'A' && ex->data[3] == 'D' &&
                       ex->data[4] == ' ';
   bool no_body = head_request || ((class == '2' || class == '3') && tens == '0' && units == '4');
@@ -309,13 +311,13 @@ __noinline int note_response_length(struct conn_state *conn) {
   __u32 head = scan.head_end;
   if (no_body) {
     conn->response_expected = head;
-    return 0;
+    return 1;
   }
-  if (scan.transfer_coded || scan.content_length < 0) return 0;
+  if (scan.transfer_coded || scan.content_length < 0) return 1;
   __s64 body = parse_length_value(bytes, scan.content_length, head);
-  if (body < 0 || body > 0xffffffffll - head) return 0;
+  if (body < 0 || body > 0xffffffffll - head) return 1;
   conn->response_expected = head + body;
-  return 0;
+  return 1;
 }
 
 /* Whether the current response has just ended, by the length its head gives (read when

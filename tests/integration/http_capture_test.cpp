@@ -136,11 +136,13 @@ TEST(HttpCapture, KeepAliveConnectionGivesOneSpanPerRequest) {
 // ~80-byte pipelined requests against the 512-byte capture. Answered in separate writes,
 // eight: six fit, the seventh is cut inside its headers, the eighth lies beyond the capture
 // (its span is kept, request unknown). Answered in one write, six, so all fit.
-void expect_pipelined_statuses_attributed(bool coalesce) {
-  const std::size_t count = coalesce ? 6 : 8;
+void expect_pipelined_statuses_attributed(bool coalesce, bool from_several_buffers = false) {
+  // A capture reads the first four buffers of a write (MAX_IOVECS): two responses' worth.
+  const std::size_t count = from_several_buffers ? 2 : coalesce ? 6 : 8;
   const int port = free_tcp_port();
   std::vector<std::string> server{TEST_HTTP_SERVER, std::to_string(port)};
   if (coalesce) server.push_back("--coalesce");
+  if (from_several_buffers) server.push_back("--writev");
   TracedRun run(server);
   ASSERT_TRUE(wait_for_port(port));
   const auto result = client(port, {"statuses", std::to_string(count)});
@@ -163,7 +165,7 @@ void expect_pipelined_statuses_attributed(bool coalesce) {
     EXPECT_EQ(status_of(s), std::stoll(path.substr(8))) << s.dump();
     ++attributed;
   }
-  EXPECT_EQ(attributed, coalesce ? 6u : 7u);
+  EXPECT_EQ(attributed, coalesce ? count : 7u);
 }
 
 TEST(HttpCapture, PipelinedRequestsAnsweredInSeparateWritesAreNeverMisattributed) {
@@ -172,6 +174,12 @@ TEST(HttpCapture, PipelinedRequestsAnsweredInSeparateWritesAreNeverMisattributed
 
 TEST(HttpCapture, PipelinedRequestsAnsweredInOneWriteAreNeverMisattributed) {
   expect_pipelined_statuses_attributed(true);
+}
+
+// One writev() of both responses, each head and body in buffers of their own: the first
+// buffer's head does not give the length of the whole write, so all of it is captured.
+TEST(HttpCapture, PipelinedRequestsAnsweredInOneWritevAreNeverMisattributed) {
+  expect_pipelined_statuses_attributed(true, true);
 }
 
 TEST(HttpCapture, RequestSplitAcrossReads) {
@@ -500,9 +508,11 @@ TEST(HttpCapture, ProcessOutsideTheOptInCgroupProducesNoSpans) {
 // A keep-alive client that goes quiet must not hold back the span of its last request: the
 // syscall path sends it when the server goes back to reading, the socket path as soon as the
 // response's last byte (by its Content-Length) has gone out.
-TEST(HttpCapture, IdleKeepAliveConnectionDoesNotHoldBackItsLastSpan) {
+void expect_idle_keep_alive_span_not_held(const std::vector<std::string>& server_flags) {
   const int port = free_tcp_port();
-  TracedRun run({TEST_HTTP_SERVER, std::to_string(port)});
+  std::vector<std::string> server{TEST_HTTP_SERVER, std::to_string(port)};
+  server.insert(server.end(), server_flags.begin(), server_flags.end());
+  TracedRun run(server);
   ASSERT_TRUE(wait_for_port(port));
   Subprocess idle_client({TEST_HTTP_CLIENT, std::to_string(port), "preexisting", "/idle"}, {.pipe_stdin = true});
   ASSERT_TRUE(idle_client.wait_for_lines(1, 10s)) << "first response read";
@@ -520,6 +530,15 @@ TEST(HttpCapture, IdleKeepAliveConnectionDoesNotHoldBackItsLastSpan) {
     queries.insert(s["attributes"].value("url.query", std::string{}));
   }
   EXPECT_EQ(queries, (std::set<std::string>{"", "after=1", "after=2"}));
+}
+
+TEST(HttpCapture, IdleKeepAliveConnectionDoesNotHoldBackItsLastSpan) { expect_idle_keep_alive_span_not_held({}); }
+
+// The same with each response written by writev() from a head buffer and a body buffer, as
+// nginx writes them: the syscall path reads the head's length after the first buffer and
+// copies no more of a write that holds just that response.
+TEST(HttpCapture, IdleKeepAliveConnectionWithResponsesFromSeveralBuffers) {
+  expect_idle_keep_alive_span_not_held({"--writev"});
 }
 
 // The same for a traced client that keeps its connection to an untraced server idle: its

@@ -14,13 +14,18 @@
 //   /thread        answers with the id of the thread serving the connection
 //   anything else  200 "hello"
 // With --coalesce, the answers to pipelined requests read together go out in one write.
+// With --writev, every write is a writev() with each response's head and body in buffers of
+// their own (as nginx writes them).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <climits>
 #include <csignal>
 #include <chrono>
 #include <cstdio>
@@ -29,6 +34,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -92,6 +98,36 @@ std::optional<std::size_t> chunked_length(std::string_view data, std::string& de
   }
 }
 
+// Set once by main, before any connection is served.
+bool use_writev = false;
+
+// One writev() of `data`, a head and a body in buffers of their own for each response in it
+// (Content-Length gives where a body ends; anything else runs to the end). Whatever a short
+// write leaves goes out with write().
+bool writev_responses(int fd, std::string_view data) {
+  std::vector<iovec> pieces;
+  for (std::size_t pos = 0; pos < data.size() && pieces.size() + 2 <= IOV_MAX;) {
+    const auto head_end = data.find("\r\n\r\n", pos);
+    std::size_t end = data.size();
+    if (head_end != std::string_view::npos) {
+      const auto head = data.substr(pos, head_end + 2 - pos);
+      pieces.push_back({const_cast<char*>(head.data()), head.size() + 2});
+      pos = head_end + 4;
+      if (const auto length = header_number(head, "content-length")) end = std::min(end, pos + *length);
+    }
+    if (end > pos) pieces.push_back({const_cast<char*>(data.data() + pos), end - pos});
+    pos = end;
+  }
+  const auto n = ::writev(fd, pieces.data(), static_cast<int>(pieces.size()));
+  if (n <= 0) return false;
+  return write_all(fd, data.substr(static_cast<std::size_t>(n)));
+}
+
+bool send_out(int fd, std::string_view data) {
+  if (use_writev && !data.empty()) return writev_responses(fd, data);
+  return write_all(fd, data);
+}
+
 std::string response(int status, std::string_view body, bool keep_alive) {
   std::string out = "HTTP/1.1 " + std::to_string(status) + (status < 400 ? " OK" : " Error") + "\r\n";
   out += "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
@@ -116,7 +152,7 @@ void serve(int client, bool coalesce) {
       const auto head_end = buffer.find("\r\n\r\n");
       if (head_end == std::string::npos) {
         if (buffer.size() > 65536 || (buffer.size() >= 4 && !std::isupper(static_cast<unsigned char>(buffer[0])))) {
-          write_all(fd.fd, response(400, "bad request", false));
+          send_out(fd.fd, response(400, "bad request", false));
           return;
         }
         break;
@@ -170,10 +206,10 @@ void serve(int client, bool coalesce) {
           first += "\r\n5\r\nhello\r\n";
           second = "0\r\n\r\n";
         }
-        if (!write_all(fd.fd, pending_output + first)) return;
+        if (!send_out(fd.fd, pending_output + first)) return;
         pending_output.clear();
         pause();
-        if (!write_all(fd.fd, second)) return;
+        if (!send_out(fd.fd, second)) return;
       } else if (target.starts_with("/status/")) {
         int status = 200;
         std::from_chars(target.data() + 8, target.data() + target.size(), status);
@@ -190,15 +226,15 @@ void serve(int client, bool coalesce) {
       buffer.erase(0, consumed);
       if (coalesce) {
         pending_output += out;
-      } else if (!write_all(fd.fd, out)) {
+      } else if (!send_out(fd.fd, out)) {
         return;
       }
       if (!keep_alive) {
-        write_all(fd.fd, pending_output);
+        send_out(fd.fd, pending_output);
         return;
       }
     }
-    if (!pending_output.empty() && !write_all(fd.fd, pending_output)) return;
+    if (!pending_output.empty() && !send_out(fd.fd, pending_output)) return;
   }
 }
 
@@ -206,7 +242,7 @@ void serve(int client, bool coalesce) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s PORT [--coalesce] [--ipv6]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s PORT [--coalesce] [--ipv6] [--writev]\n", argv[0]);
     return 2;
   }
   // A clean exit on SIGINT/SIGTERM, so `edgetrace run` passing the signal on reports 0.
@@ -217,6 +253,7 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--coalesce") coalesce = true;
     if (std::string_view(argv[i]) == "--ipv6") ipv6 = true;
+    if (std::string_view(argv[i]) == "--writev") use_writev = true;
   }
   Fd listener(::socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0));
   const int one = 1;
