@@ -377,10 +377,8 @@ static __always_inline void on_response_segment(struct conn_state *conn, struct 
     /* The next response of pipelined requests (see the syscall path). */
     __u64 request_start = conn->exchange.request_start_ns;
     __u64 request_end = conn->exchange.request_end_ns;
-    __u32 tgid = conn->exchange.tgid;
     emit_socket_exchange(conn, 0);
     begin_pipelined_continuation(conn, request_start);
-    conn->exchange.tgid = tgid;
     conn->exchange.request_end_ns = request_end;
     conn->phase = PHASE_RESPONSE;
     conn->exchange.response_start_ns = now;
