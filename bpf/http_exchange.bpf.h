@@ -231,8 +231,8 @@ __noinline int finish_exchange(struct conn_state *conn, __u32 extra_flags) {
 static __always_inline void emit_exchange(struct conn_state *conn, __u32 extra_flags) {
   conn->phase = PHASE_IDLE;
   /* Sent already as its response ended (note_response_length), or decided and turned down:
-   * settled here without the call, which costs ~20 ns a request when every exchange is
-   * recorded (bench/overhead.sh --kernel-ns). */
+   * settled here without the call, which costs ~40 ns a request when every exchange is
+   * recorded (bench/overhead.sh --kernel-detail). */
   if (conn->emitted) return;
   if (exchange_unsampled(conn)) {
     conn->emitted = 1;
